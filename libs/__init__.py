@@ -1,0 +1,1 @@
+"""Code shared by two or more services: settings, logging, messaging, envelopes, auth, clients."""

@@ -1,0 +1,1 @@
+"""Clients for calls between services (user and template services), with caching in Redis."""

@@ -1,0 +1,97 @@
+"""Read-through cache in Redis with versioned keys and stale fallback.
+
+The owning service bumps ``cachever:<kind>:<id>`` after it commits a change; readers always read
+the current version's key, so a change is visible to the next read, and a reader that fetched old
+data just before the change stores it under the old version, where nobody looks. Entries are fresh
+for ``fresh_ttl`` seconds; after that they are refetched, but kept for ``stale_ttl`` so that a
+consumer keeps working from cache while the owning service is unreachable.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import orjson
+import structlog
+from prometheus_client import Counter
+from redis.asyncio import Redis
+
+from libs.clients.errors import UpstreamUnavailable
+from libs.redis import Keys
+
+log = structlog.get_logger(__name__)
+
+CACHE_LOOKUPS = Counter(
+    "cache_lookups_total", "Cache lookups by kind and result (hit, miss, stale)", ["kind", "result"]
+)
+
+T = TypeVar("T")
+
+_READ = """
+local version = redis.call('GET', KEYS[1]) or '0'
+return {version, redis.call('GET', ARGV[1] .. version .. ARGV[2])}
+"""
+
+
+class VersionedCache:
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._read = redis.register_script(_READ)
+
+    async def read(
+        self, kind: str, ident: str, extra: str = ""
+    ) -> tuple[int, dict[str, Any] | None]:
+        base = self._keys.cache(kind, ident, 0, extra)
+        head, _, tail = base.rpartition(":v0")
+        version_raw, raw = await self._read(
+            keys=[self._keys.cache_version(kind, ident)],
+            args=[head + ":v", tail],
+        )
+        version = int(version_raw)
+        return version, (orjson.loads(raw) if raw else None)
+
+    async def write(
+        self, kind: str, ident: str, version: int, data: Any, stale_ttl: int, extra: str = ""
+    ) -> None:
+        entry = orjson.dumps({"data": data, "fetched_at": time.time()})
+        await self._redis.set(self._keys.cache(kind, ident, version, extra), entry, ex=stale_ttl)
+
+    async def bump(self, kind: str, ident: str, keep_seconds: int = 7 * 86400) -> int:
+        """Invalidate every cached entry of ``kind``/``ident`` (called by the owning service)."""
+        key = self._keys.cache_version(kind, ident)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.incr(key)
+        pipe.expire(key, keep_seconds)
+        version, _ = await pipe.execute()
+        return int(version)
+
+    async def get_through(
+        self,
+        kind: str,
+        ident: str,
+        fetch: Callable[[], Awaitable[T]],
+        *,
+        fresh_ttl: int,
+        stale_ttl: int,
+        extra: str = "",
+    ) -> T:
+        """Return a fresh cached value, or fetch and cache it, or fall back to a stale one."""
+        version, entry = await self.read(kind, ident, extra)
+        if entry is not None and time.time() - float(entry["fetched_at"]) < fresh_ttl:
+            CACHE_LOOKUPS.labels(kind, "hit").inc()
+            return entry["data"]  # type: ignore[no-any-return]
+        try:
+            data = await fetch()
+        except UpstreamUnavailable as exc:
+            if entry is None:
+                CACHE_LOOKUPS.labels(kind, "miss").inc()
+                raise
+            CACHE_LOOKUPS.labels(kind, "stale").inc()
+            log.warning("cache.serving_stale", kind=kind, ident=ident, error=str(exc))
+            return entry["data"]  # type: ignore[no-any-return]
+        CACHE_LOOKUPS.labels(kind, "miss").inc()
+        await self.write(kind, ident, version, data, stale_ttl, extra)
+        return data

@@ -1,0 +1,101 @@
+"""What delivery needs from user_service: preferences, address, devices; cached in Redis.
+
+Cache kinds ``prefs`` (fresh 1 h) and ``user`` (fresh 5 min), both keyed by user id; user_service
+bumps both versions after any change to a user, so changes are visible to the next delivery.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict
+
+from libs.clients.cache import VersionedCache
+from libs.clients.http import ServiceClient
+
+USER_CACHE = "user"
+PREFERENCES_CACHE = "prefs"
+
+
+class Preferences(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    email: bool = True
+    push: bool = True
+
+
+class Device(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    token: str
+    platform: str | None = None
+
+
+class UserProfile(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: UUID
+    name: str
+    email: str
+    language: str | None = None
+    preferences: Preferences = Preferences()
+    push_tokens: list[Device] = []
+
+
+class UserDirectory:
+    def __init__(
+        self,
+        client: ServiceClient,
+        cache: VersionedCache,
+        *,
+        user_ttl: int = 300,
+        preferences_ttl: int = 3600,
+        stale_ttl: int = 86400,
+    ) -> None:
+        self._client = client
+        self._cache = cache
+        self._user_ttl = user_ttl
+        self._prefs_ttl = preferences_ttl
+        self._stale_ttl = stale_ttl
+
+    async def get_preferences(self, user_id: UUID | str) -> Preferences:
+        ident = str(user_id)
+
+        async def fetch() -> Any:
+            return await self._client.request("GET", f"/api/v1/users/{ident}/preferences")
+
+        data = await self._cache.get_through(
+            PREFERENCES_CACHE, ident, fetch, fresh_ttl=self._prefs_ttl, stale_ttl=self._stale_ttl
+        )
+        return Preferences.model_validate(data)
+
+    async def get_user(self, user_id: UUID | str) -> UserProfile:
+        ident = str(user_id)
+
+        async def fetch() -> Any:
+            return await self._client.request("GET", f"/api/v1/users/{ident}")
+
+        data = await self._cache.get_through(
+            USER_CACHE, ident, fetch, fresh_ttl=self._user_ttl, stale_ttl=self._stale_ttl
+        )
+        return UserProfile.model_validate(data)
+
+    async def exists(self, user_id: UUID | str) -> bool:
+        """Used by the gateway to refuse unknown users; raises UpstreamUnavailable if unsure."""
+        from libs.clients.errors import UpstreamNotFound
+
+        try:
+            await self.get_preferences(user_id)
+        except UpstreamNotFound:
+            return False
+        return True
+
+    async def invalidate_push_token(self, user_id: UUID | str, token: str, reason: str) -> None:
+        """Tell user_service that FCM no longer knows ``token`` so it is pruned."""
+        await self._client.request(
+            "POST",
+            f"/api/v1/users/{user_id}/push-tokens/invalidate",
+            json={"token": token, "reason": reason},
+        )

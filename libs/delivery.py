@@ -1,0 +1,314 @@
+"""The delivery pipeline both email_service and push_service run, one message at a time.
+
+For each notification: mark it ``processing``; check the user's preference for the channel (opted
+out -> ``skipped``); fetch the user and the rendered template; for each recipient (the email
+address, or each live device) claim the send, call the provider, mark the claim ``sent``; then
+``delivered``. Failures are classified into the consumer's decisions: transient ones are retried
+through the delay queues, permanent ones are dead-lettered with their reason.
+
+Channel specifics (which preference, which recipients, how to send) come from a
+:class:`ChannelAdapter`; this module has no broker, SMTP or FCM imports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+from redis.exceptions import RedisError
+
+from libs.claims import ClaimState, SendClaims
+from libs.clients.errors import UpstreamError, UpstreamNotFound, UpstreamRejected
+from libs.clients.templates import Rendered, TemplateRenderer
+from libs.clients.users import Preferences, UserDirectory, UserProfile
+from libs.envelope import TERMINAL_STATUSES, Channel, NotificationMessage, Status
+from libs.messaging.consumer import (
+    PERMANENT_ERROR,
+    Ack,
+    DeadLetter,
+    Decision,
+    Delivery,
+    Retry,
+)
+from libs.metrics import NOTIFICATIONS
+from libs.providers import ProviderError, RecipientGone, SendResult
+from libs.status import NewNotification, StatusStore
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Recipient:
+    key: str
+    """Stable identity for the send claim (``email``, or a device id)."""
+    address: str
+
+
+class ChannelAdapter(Protocol):
+    channel: Channel
+
+    def opted_in(self, preferences: Preferences) -> bool: ...
+
+    def recipients(self, user: UserProfile) -> Sequence[Recipient]: ...
+
+    async def send(
+        self,
+        message: NotificationMessage,
+        user: UserProfile,
+        rendered: Rendered,
+        recipient: Recipient,
+    ) -> SendResult: ...
+
+    async def recipient_gone(self, user: UserProfile, recipient: Recipient, reason: str) -> None:
+        """The provider says the recipient no longer exists (prune it)."""
+        ...
+
+
+@dataclass(frozen=True)
+class _Busy:
+    recipient: str
+
+
+class _Skip(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class DeliveryPipeline:
+    def __init__(
+        self,
+        *,
+        adapter: ChannelAdapter,
+        users: UserDirectory,
+        renderer: TemplateRenderer,
+        status: StatusStore,
+        claims: SendClaims,
+        service: str,
+    ) -> None:
+        self._adapter = adapter
+        self._channel = adapter.channel
+        self._users = users
+        self._renderer = renderer
+        self._status = status
+        self._claims = claims
+        self._service = service
+
+    async def handle(self, delivery: Delivery[NotificationMessage]) -> Decision:
+        message = delivery.message
+        nid = str(message.notification_id)
+        if message.notification_type is not self._channel:
+            return DeadLetter(
+                "invalid_message",
+                f"a {message.notification_type} notification on the {self._channel} queue",
+                "WrongQueue",
+            )
+        started = await self._start(message, delivery)
+        if started is not None:
+            return started
+        try:
+            preferences = await self._users.get_preferences(message.user_id)
+            if not self._adapter.opted_in(preferences):
+                raise _Skip(f"user opted out of {self._channel.value} notifications")
+            user = await self._users.get_user(message.user_id)
+            recipients = self._adapter.recipients(user)
+            if not recipients:
+                raise _Skip(f"user has no {self._channel.value} address or device")
+            rendered = await self._render(message, user)
+            return await self._send_all(message, user, rendered, recipients)
+        except _Skip as skip:
+            await self._finish(nid, Status.SKIPPED, "skipped", error=skip.reason)
+            NOTIFICATIONS.labels(self._channel.value, "skipped").inc()
+            return Ack("skipped")
+        except UpstreamNotFound as exc:
+            return DeadLetter(PERMANENT_ERROR, str(exc), _not_found_class(exc))
+        except UpstreamRejected as exc:
+            return DeadLetter(PERMANENT_ERROR, str(exc), exc.code or "UpstreamRejected")
+        except UpstreamError as exc:
+            await self._attempt_failed(nid, str(exc), provider=None)
+            return Retry(error=str(exc), error_class=type(exc).__name__)
+        except RedisError as exc:
+            return Retry(error=f"redis: {exc!r}", error_class="RedisError")
+
+    async def on_dead_letter(
+        self, delivery: Delivery[NotificationMessage] | None, reason: str, error: str
+    ) -> None:
+        """Record ``failed`` once the message is safely in failed.queue."""
+        if delivery is None:
+            return
+        nid = str(delivery.message.notification_id)
+        await self._finish(nid, Status.FAILED, "failed", error=error, details={"reason": reason})
+        NOTIFICATIONS.labels(self._channel.value, "failed").inc()
+
+    async def _start(
+        self, message: NotificationMessage, delivery: Delivery[NotificationMessage]
+    ) -> Decision | None:
+        """Mark ``processing``; returns a decision when there is nothing (more) to do."""
+        nid = str(message.notification_id)
+        details = {"attempt": delivery.attempts + 1, "redelivered": delivery.redelivered or None}
+        result = await self._status.transition(
+            nid,
+            Status.PROCESSING,
+            event="processing",
+            service=self._service,
+            count_attempt=True,
+            details=details,
+        )
+        if result.missing:
+            # The status expired or the message was published around the gateway: recreate it.
+            await self._status.create(
+                NewNotification(
+                    notification_id=nid,
+                    request_id=message.request_id,
+                    channel=message.notification_type,
+                    user_id=str(message.user_id),
+                    template_code=message.template_code,
+                    priority=message.priority,
+                    created_at=message.created_at,
+                    language=message.language,
+                )
+            )
+            await self._status.transition(
+                nid,
+                Status.PROCESSING,
+                event="processing",
+                service=self._service,
+                count_attempt=True,
+                details=details,
+            )
+        elif not result.applied and result.previous in TERMINAL_STATUSES:
+            log.info("delivery.already_final", notification_id=nid, status=result.previous)
+            return Ack("already_final")
+        return None
+
+    async def _render(self, message: NotificationMessage, user: UserProfile) -> Rendered:
+        variables: dict[str, Any] = {
+            "user": {"name": user.name, "email": user.email},
+            **message.variables,
+        }
+        rendered = await self._renderer.render(
+            message.template_code, message.language or user.language, variables
+        )
+        if rendered.type is not self._channel:
+            raise UpstreamRejected(
+                "template_service",
+                f"template {message.template_code!r} is a {rendered.type} template",
+                code="template_type_mismatch",
+            )
+        return rendered
+
+    async def _send_all(
+        self,
+        message: NotificationMessage,
+        user: UserProfile,
+        rendered: Rendered,
+        recipients: Sequence[Recipient],
+    ) -> Decision:
+        nid = str(message.notification_id)
+        outcomes = await asyncio.gather(
+            *(self._send_one(message, user, rendered, r) for r in recipients)
+        )
+        sent = [o for o in outcomes if isinstance(o, SendResult)]
+        errors = [o for o in outcomes if isinstance(o, ProviderError)]
+        transient = [e for e in errors if e.transient]
+        busy = [o for o in outcomes if isinstance(o, _Busy)]
+        if busy and not transient:
+            # Another live consumer is sending (a redelivery overtook a slow send): look again
+            # shortly, without spending an attempt; by then the claim says sent or was released.
+            return Retry(
+                error=f"send to {busy[0].recipient} is claimed by another consumer",
+                error_class="SendClaimBusy",
+                count_attempt=False,
+            )
+        if transient:
+            # Recipients already sent are marked; a retry sends only to the others.
+            first = transient[0]
+            await self._attempt_failed(nid, str(first), provider=first.provider)
+            return Retry(
+                error=str(first),
+                error_class=type(first).__name__,
+                not_before_ms=max(e.retry_after_ms for e in transient),
+            )
+        if sent:
+            providers = sorted({s.provider for s in sent})
+            await self._finish(
+                nid,
+                Status.DELIVERED,
+                "delivered",
+                provider=",".join(providers),
+                details={"recipients": len(sent), "refused": len(errors) or None},
+            )
+            NOTIFICATIONS.labels(self._channel.value, "delivered").inc()
+            return Ack("delivered")
+        first = errors[0]
+        return DeadLetter(PERMANENT_ERROR, str(first), first.code)
+
+    async def _send_one(
+        self,
+        message: NotificationMessage,
+        user: UserProfile,
+        rendered: Rendered,
+        recipient: Recipient,
+    ) -> SendResult | ProviderError | _Busy:
+        nid = str(message.notification_id)
+        claim = await self._claims.acquire(self._channel.value, nid, recipient.key)
+        if claim.state is ClaimState.SENT:
+            log.info("delivery.duplicate_suppressed", notification_id=nid, recipient=recipient.key)
+            return SendResult(provider=claim.provider or "unknown")
+        if claim.state is ClaimState.BUSY:
+            return _Busy(recipient.key)
+        try:
+            result = await self._adapter.send(message, user, rendered, recipient)
+        except ProviderError as exc:
+            await self._claims.release(claim)
+            if isinstance(exc, RecipientGone):
+                await self._prune(user, recipient, exc)
+            return exc
+        except BaseException:
+            await self._claims.release(claim)
+            raise
+        await self._claims.mark_sent(claim, result.provider)
+        return result
+
+    async def _prune(self, user: UserProfile, recipient: Recipient, exc: ProviderError) -> None:
+        try:
+            await self._adapter.recipient_gone(user, recipient, exc.code)
+        except UpstreamError as error:  # pruning is best effort; the send outcome stands
+            log.warning("delivery.prune_failed", recipient=recipient.key, error=str(error))
+
+    async def _attempt_failed(self, nid: str, error: str, provider: str | None) -> None:
+        await self._status.transition(
+            nid,
+            None,
+            event="attempt_failed",
+            service=self._service,
+            provider=provider,
+            error=error,
+        )
+
+    async def _finish(
+        self,
+        nid: str,
+        status: Status,
+        event: str,
+        *,
+        provider: str | None = None,
+        error: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        await self._status.transition(
+            nid,
+            status,
+            event=event,
+            service=self._service,
+            provider=provider,
+            error=error,
+            details=details,
+        )
+
+
+def _not_found_class(exc: UpstreamNotFound) -> str:
+    return "UserNotFound" if exc.service == "user_service" else "TemplateNotFound"

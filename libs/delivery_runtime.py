@@ -1,0 +1,195 @@
+"""The process around a delivery pipeline: what email_service and push_service share.
+
+The lifespan connects to Redis and RabbitMQ, declares the topology, builds the clients, the status
+store, the send claims and the channel adapter, then starts consuming. On shutdown (SIGTERM) it
+stops taking messages, lets in-flight ones finish, and closes everything in reverse order. The HTTP
+side serves only health, readiness and metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Protocol
+
+import httpx
+import structlog
+from fastapi import FastAPI, Request
+from redis.asyncio import Redis
+
+from libs.api import create_app
+from libs.claims import InstanceHeartbeat, SendClaims, new_instance_id
+from libs.clients.cache import VersionedCache
+from libs.clients.http import ServiceClient, ServiceTokenProvider
+from libs.clients.templates import TemplateRenderer
+from libs.clients.users import UserDirectory
+from libs.delivery import ChannelAdapter, DeliveryPipeline
+from libs.envelope import Channel, NotificationMessage
+from libs.messaging.connection import connect
+from libs.messaging.consumer import QueueConsumer
+from libs.messaging.publisher import ConfirmedPublisher
+from libs.messaging.topology import declare_topology, delay_queue, work_queue
+from libs.redis import Keys, create_redis
+from libs.settings import MessagingSettings
+from libs.status import StatusStore
+
+log = structlog.get_logger(__name__)
+
+
+class DeliverySettings(MessagingSettings):
+    prefetch: int = 50
+    user_cache_seconds: int = 300
+    preferences_cache_seconds: int = 3600
+    render_cache_seconds: int = 3600
+    stale_cache_seconds: int = 86400
+    claim_lease_ms: int = 60_000
+    shutdown_grace_seconds: float = 25.0
+
+
+class ManagedAdapter(ChannelAdapter, Protocol):
+    async def close(self) -> None: ...
+
+    def health(self) -> Mapping[str, Any]:
+        """Provider details for /ready (breaker states, pool sizes)."""
+        ...
+
+
+@dataclass(frozen=True)
+class AdapterDeps:
+    """What an adapter factory may use."""
+
+    http: httpx.AsyncClient
+    redis: Redis
+    keys: Keys
+    users: UserDirectory
+    instance_id: str
+
+
+AdapterFactory = Callable[[AdapterDeps], Awaitable[ManagedAdapter]]
+
+
+@dataclass
+class DeliveryRuntime:
+    settings: DeliverySettings
+    redis: Redis
+    consumer: QueueConsumer[NotificationMessage]
+    adapter: ManagedAdapter
+    pipeline: DeliveryPipeline
+    instance_id: str
+
+
+def create_delivery_app(
+    *, settings: DeliverySettings, channel: Channel, adapter_factory: AdapterFactory, title: str
+) -> FastAPI:
+    service = settings.service_name
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = create_redis(settings.redis_url)
+        http = httpx.AsyncClient(
+            timeout=settings.http_timeout_seconds,
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        )
+        connection = await connect(settings.rabbitmq_url, name=service)
+        declare_channel = await connection.channel()
+        await declare_topology(declare_channel, settings.topology())
+        await declare_channel.close()
+        publisher = ConfirmedPublisher(
+            connection, confirm_timeout=settings.publish_confirm_timeout_seconds
+        )
+        await publisher.open()
+
+        keys = Keys(settings.redis_key_prefix)
+        cache = VersionedCache(redis, keys)
+        tokens = ServiceTokenProvider(
+            http,
+            settings.user_service_url,
+            settings.service_account_email,
+            settings.service_account_password,
+        )
+        users = UserDirectory(
+            ServiceClient("user_service", settings.user_service_url, http, tokens),
+            cache,
+            user_ttl=settings.user_cache_seconds,
+            preferences_ttl=settings.preferences_cache_seconds,
+            stale_ttl=settings.stale_cache_seconds,
+        )
+        renderer = TemplateRenderer(
+            ServiceClient("template_service", settings.template_service_url, http, tokens),
+            cache,
+            render_ttl=settings.render_cache_seconds,
+            stale_ttl=settings.stale_cache_seconds,
+        )
+        instance_id = new_instance_id(service)
+        heartbeat = InstanceHeartbeat(redis, keys, instance_id)
+        await heartbeat.start()
+        claims = SendClaims(
+            redis,
+            keys,
+            instance_id,
+            lease_ms=settings.claim_lease_ms,
+            sent_ttl_seconds=settings.status_retention_seconds,
+        )
+        adapter = await adapter_factory(AdapterDeps(http, redis, keys, users, instance_id))
+        pipeline = DeliveryPipeline(
+            adapter=adapter,
+            users=users,
+            renderer=renderer,
+            status=StatusStore(redis, keys, settings.status_retention_seconds),
+            claims=claims,
+            service=service,
+        )
+        consumer: QueueConsumer[NotificationMessage] = QueueConsumer(
+            connection=connection,
+            publisher=publisher,
+            queue=work_queue(channel),
+            parse=NotificationMessage.from_bytes,
+            handler=pipeline.handle,
+            service=service,
+            prefetch=settings.prefetch,
+            retry_policy=settings.retry_policy(channel.value),
+            delay_queue=partial(delay_queue, channel),
+            on_dead_letter=pipeline.on_dead_letter,
+        )
+        await consumer.start()
+        app.state.runtime = DeliveryRuntime(
+            settings, redis, consumer, adapter, pipeline, instance_id
+        )
+        log.info("service.started", instance=instance_id, queue=work_queue(channel))
+        try:
+            yield
+        finally:
+            log.info("service.stopping", in_flight=consumer.in_flight)
+            await consumer.stop(settings.shutdown_grace_seconds)
+            await heartbeat.stop()
+            await adapter.close()
+            await publisher.close()
+            await connection.close()
+            await http.aclose()
+            await redis.aclose()
+            log.info("service.stopped")
+
+    async def redis_ready(request: Request) -> dict[str, Any]:
+        runtime: DeliveryRuntime = request.app.state.runtime
+        await runtime.redis.ping()
+        return {}
+
+    async def broker_ready(request: Request) -> dict[str, Any]:
+        runtime: DeliveryRuntime = request.app.state.runtime
+        if not runtime.consumer.consuming:
+            raise ConnectionError(f"not consuming {work_queue(channel)}")
+        return {"queue": work_queue(channel), "in_flight": runtime.consumer.in_flight}
+
+    async def providers_ready(request: Request) -> dict[str, Any]:
+        runtime: DeliveryRuntime = request.app.state.runtime
+        return dict(runtime.adapter.health())
+
+    return create_app(
+        service=service,
+        title=title,
+        lifespan=lifespan,
+        readiness={"redis": redis_ready, "rabbitmq": broker_ready, "providers": providers_ready},
+        max_body_bytes=settings.max_body_bytes,
+    )

@@ -1,0 +1,397 @@
+"""The consumer loop: manual ack, retries through delay queues, dead-lettering with a reason.
+
+A handler decides what happens to each message by returning a :class:`Decision`; this module is the
+only place that acks. The rule that makes the pipeline lossless: a message is acked only after the
+work is done, or after its next home (a delay queue or ``failed.queue``) has confirmed it. If that
+publish fails, the message is requeued, never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+import aiormq
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from pydantic import ValidationError
+
+from libs.logging import bind_correlation_id
+from libs.messaging import headers as H
+from libs.messaging.publisher import ConfirmedPublisher, PublishFailed
+from libs.messaging.topology import DEAD_LETTER_EXCHANGE, FAILED_ROUTING_KEY
+from libs.metrics import MESSAGE_HANDLING, MESSAGES_CONSUMED
+
+log = structlog.get_logger(__name__)
+
+M = TypeVar("M")
+
+INVALID_MESSAGE = "invalid_message"
+RETRIES_EXHAUSTED = "retries_exhausted"
+PERMANENT_ERROR = "permanent_error"
+
+
+@dataclass(frozen=True)
+class Delivery(Generic[M]):
+    """A decoded message and what the broker told us about it."""
+
+    message: M
+    message_id: str | None
+    correlation_id: str | None
+    headers: dict[str, Any]
+    routing_key: str
+    redelivered: bool
+    priority: int
+
+    @property
+    def attempts(self) -> int:
+        """Attempts that already failed before this delivery."""
+        return _int_header(self.headers, H.ATTEMPTS)
+
+    @property
+    def claim_waits(self) -> int:
+        return _int_header(self.headers, H.CLAIM_WAITS)
+
+
+def _int_header(headers: dict[str, Any], name: str) -> int:
+    try:
+        return int(headers.get(name) or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+@dataclass(frozen=True)
+class Ack:
+    """The work is done (sent, skipped, or already done by an earlier delivery)."""
+
+    outcome: str = "done"
+
+
+@dataclass(frozen=True)
+class Retry:
+    """A transient failure: try again later through a delay queue.
+
+    ``not_before_ms`` asks for at least that much delay (a provider's Retry-After).
+    ``count_attempt=False`` parks the message without spending an attempt (the send claim is held
+    by another consumer that may have crashed).
+    """
+
+    error: str
+    error_class: str = "TransientError"
+    not_before_ms: int = 0
+    count_attempt: bool = True
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """Give up now: the message goes to failed.queue with this reason."""
+
+    reason: str
+    error: str
+    error_class: str = "PermanentError"
+
+
+Decision = Ack | Retry | DeadLetter
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter; one delay queue per configured delay.
+
+    ``delays_ms[i]`` is the wait before retry ``i + 1``; after ``len(delays_ms)`` retries the
+    message is dead-lettered. Each message's expiration is its queue's delay scaled by a random
+    factor in ``[1 - jitter, 1 + jitter]``; a queue expires messages in order, so a message can wait
+    at most ``2 * jitter * delay`` longer than its own expiration.
+    """
+
+    delays_ms: tuple[int, ...] = (1000, 2000, 4000)
+    jitter: float = 0.2
+    claim_wait_ms: int = 2000
+    max_claim_waits: int = 30
+
+    @property
+    def max_retries(self) -> int:
+        return len(self.delays_ms)
+
+    def queue_delays(self) -> tuple[int, ...]:
+        """Every delay that needs a queue."""
+        return tuple(sorted({*self.delays_ms, self.claim_wait_ms}))
+
+    def delay_for(self, retry_number: int, not_before_ms: int = 0) -> tuple[int, int]:
+        """(queue delay, jittered expiration) for retry number ``retry_number`` (1-based)."""
+        base = self.delays_ms[min(retry_number, len(self.delays_ms)) - 1]
+        if not_before_ms > base:
+            # Honour a provider's Retry-After with the smallest delay queue that is long enough.
+            longer = [d for d in self.queue_delays() if d >= not_before_ms]
+            base = longer[0] if longer else max(self.queue_delays())
+        factor = 1 + random.uniform(-self.jitter, self.jitter)  # noqa: S311 - jitter, not crypto
+        return base, max(1, int(base * factor))
+
+
+Parser = Callable[[bytes], M]
+Handler = Callable[[Delivery[M]], Awaitable[Decision]]
+DelayQueueName = Callable[[int], str]
+FailureHook = Callable[[Delivery[M] | None, str, str], Awaitable[None]]
+
+
+class QueueConsumer(Generic[M]):
+    """Consume one queue with manual acks and settle each message by its handler's decision."""
+
+    def __init__(
+        self,
+        *,
+        connection: AbstractRobustConnection,
+        publisher: ConfirmedPublisher,
+        queue: str,
+        parse: Parser[M],
+        handler: Handler[M],
+        service: str,
+        prefetch: int = 50,
+        retry_policy: RetryPolicy | None = None,
+        delay_queue: DelayQueueName | None = None,
+        on_dead_letter: FailureHook[M] | None = None,
+    ) -> None:
+        self._connection = connection
+        self._publisher = publisher
+        self._queue_name = queue
+        self._parse = parse
+        self._handler = handler
+        self._service = service
+        self._prefetch = prefetch
+        self._policy = retry_policy
+        self._delay_queue = delay_queue
+        self._on_dead_letter = on_dead_letter
+        self._channel: AbstractChannel | None = None
+        self._consumer_tag: str | None = None
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._stopping = False
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def consuming(self) -> bool:
+        return (
+            self._consumer_tag is not None
+            and not self._stopping
+            and self._channel is not None
+            and not self._channel.is_closed
+            and self._connection.connected.is_set()
+        )
+
+    async def start(self) -> None:
+        self._channel = await self._connection.channel()
+        await self._channel.set_qos(prefetch_count=self._prefetch)
+        queue = await self._channel.get_queue(self._queue_name, ensure=False)
+        self._consumer_tag = await queue.consume(self._on_message)
+        log.info("consumer.started", queue=self._queue_name, prefetch=self._prefetch)
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Stop taking messages, let in-flight ones finish (up to ``timeout``), close the channel.
+
+        Messages prefetched but not started are requeued by the broker when the channel closes.
+        """
+        self._stopping = True
+        if self._channel is not None and not self._channel.is_closed:
+            if self._consumer_tag is not None:
+                try:
+                    queue = await self._channel.get_queue(self._queue_name, ensure=False)
+                    await asyncio.wait_for(queue.cancel(self._consumer_tag), 5)
+                except (TimeoutError, aiormq.exceptions.AMQPError, RuntimeError) as exc:
+                    log.warning("consumer.cancel_failed", error=repr(exc))
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout)
+            except TimeoutError:
+                log.warning("consumer.stop_timeout", in_flight=self._in_flight)
+            await self._channel.close()
+        log.info("consumer.stopped", queue=self._queue_name)
+
+    async def _on_message(self, raw: AbstractIncomingMessage) -> None:
+        if self._stopping:
+            await _settle_quietly(raw.nack(requeue=True))
+            return
+        self._in_flight += 1
+        self._idle.clear()
+        started = time.perf_counter()
+        try:
+            bind_correlation_id(raw.correlation_id)
+            outcome = await self._process(raw)
+            MESSAGES_CONSUMED.labels(self._queue_name, outcome).inc()
+        finally:
+            MESSAGE_HANDLING.labels(self._queue_name).observe(time.perf_counter() - started)
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    async def _process(self, raw: AbstractIncomingMessage) -> str:
+        headers = dict(raw.headers or {})
+        try:
+            message = self._parse(raw.body)
+        except (ValueError, ValidationError) as exc:
+            await self._dead_letter(
+                raw, None, headers, INVALID_MESSAGE, _short(exc), "InvalidMessage"
+            )
+            return INVALID_MESSAGE
+        delivery = Delivery(
+            message=message,
+            message_id=raw.message_id,
+            correlation_id=raw.correlation_id,
+            headers=headers,
+            routing_key=raw.routing_key or "",
+            redelivered=bool(raw.redelivered),
+            priority=raw.priority or 0,
+        )
+        try:
+            decision = await self._handler(delivery)
+        except Exception as exc:  # an unexpected bug must not lose the message: retry it
+            log.exception("consumer.handler_error", message_id=raw.message_id)
+            decision = Retry(error=_short(exc), error_class=type(exc).__name__)
+        return await self._settle(raw, delivery, decision)
+
+    async def _settle(
+        self, raw: AbstractIncomingMessage, delivery: Delivery[M], decision: Decision
+    ) -> str:
+        if isinstance(decision, Ack):
+            await _settle_quietly(raw.ack())
+            return decision.outcome
+        if isinstance(decision, DeadLetter):
+            await self._dead_letter(
+                raw,
+                delivery,
+                delivery.headers,
+                decision.reason,
+                decision.error,
+                decision.error_class,
+            )
+            return decision.reason
+        return await self._retry(raw, delivery, decision)
+
+    async def _retry(
+        self, raw: AbstractIncomingMessage, delivery: Delivery[M], decision: Retry
+    ) -> str:
+        policy, delay_queue = self._policy, self._delay_queue
+        if policy is None or delay_queue is None:
+            await self._dead_letter(
+                raw,
+                delivery,
+                delivery.headers,
+                RETRIES_EXHAUSTED,
+                decision.error,
+                decision.error_class,
+            )
+            return RETRIES_EXHAUSTED
+        headers = dict(delivery.headers)
+        if decision.count_attempt:
+            retry_number = delivery.attempts + 1
+            if retry_number > policy.max_retries:
+                await self._dead_letter(
+                    raw, delivery, headers, RETRIES_EXHAUSTED, decision.error, decision.error_class
+                )
+                return RETRIES_EXHAUSTED
+            headers[H.ATTEMPTS] = retry_number
+            queue_delay, expiration = policy.delay_for(retry_number, decision.not_before_ms)
+        else:
+            waits = delivery.claim_waits + 1
+            if waits > policy.max_claim_waits:
+                await self._dead_letter(
+                    raw, delivery, headers, RETRIES_EXHAUSTED, decision.error, decision.error_class
+                )
+                return RETRIES_EXHAUSTED
+            headers[H.CLAIM_WAITS] = waits
+            queue_delay = policy.claim_wait_ms
+            expiration = queue_delay
+        headers[H.FAILURE_ERROR] = decision.error[:1000]
+        headers[H.FAILURE_ERROR_CLASS] = decision.error_class
+        try:
+            await self._publisher.publish(
+                exchange="",
+                routing_key=delay_queue(queue_delay),
+                body=raw.body,
+                message_id=raw.message_id or "",
+                correlation_id=raw.correlation_id,
+                headers=headers,
+                priority=raw.priority or 0,
+                expiration_ms=expiration,
+            )
+        except PublishFailed:
+            await _settle_quietly(raw.nack(requeue=True))
+            return "requeued"
+        await _settle_quietly(raw.ack())
+        log.info(
+            "consumer.retry_scheduled",
+            message_id=raw.message_id,
+            attempt=headers.get(H.ATTEMPTS, 0),
+            delay_ms=expiration,
+            error=decision.error,
+        )
+        return "retry"
+
+    async def _dead_letter(
+        self,
+        raw: AbstractIncomingMessage,
+        delivery: Delivery[M] | None,
+        headers: dict[str, Any],
+        reason: str,
+        error: str,
+        error_class: str,
+    ) -> None:
+        failure = {
+            **headers,
+            H.FAILURE_REASON: reason,
+            H.FAILURE_ERROR: error[:1000],
+            H.FAILURE_ERROR_CLASS: error_class,
+            H.FAILURE_SERVICE: self._service,
+            H.FAILURE_AT: datetime.now(UTC).isoformat(),
+            H.ORIGINAL_ROUTING_KEY: raw.routing_key or "",
+            H.ATTEMPTS: _int_header(headers, H.ATTEMPTS),
+        }
+        try:
+            await self._publisher.publish(
+                exchange=DEAD_LETTER_EXCHANGE,
+                routing_key=FAILED_ROUTING_KEY,
+                body=raw.body,
+                message_id=raw.message_id or "",
+                correlation_id=raw.correlation_id,
+                headers=failure,
+                priority=raw.priority or 0,
+            )
+        except PublishFailed:
+            await _settle_quietly(raw.nack(requeue=True))
+            return
+        if self._on_dead_letter is not None:
+            try:
+                await self._on_dead_letter(delivery, reason, error)
+            except Exception:  # the message is safe in failed.queue; a status write may lag
+                log.exception("consumer.dead_letter_hook_failed", message_id=raw.message_id)
+        await _settle_quietly(raw.ack())
+        log.warning("consumer.dead_lettered", message_id=raw.message_id, reason=reason, error=error)
+
+
+async def _settle_quietly(settle: Awaitable[Any]) -> None:
+    """Ack/nack; if the channel died meanwhile, the broker redelivers the message: nothing lost."""
+    try:
+        await settle
+    except (
+        aiormq.exceptions.AMQPError,
+        aiormq.exceptions.ChannelInvalidStateError,
+        ConnectionError,
+        RuntimeError,
+    ) as exc:
+        log.warning("consumer.settle_failed", error=repr(exc))
+
+
+def _short(exc: BaseException, limit: int = 500) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def retry_policy_from(delays_ms: Sequence[int], jitter: float) -> RetryPolicy:
+    return RetryPolicy(delays_ms=tuple(delays_ms), jitter=jitter)

@@ -1,0 +1,125 @@
+"""A publisher that returns only once the broker has confirmed the persistent message.
+
+Every publish is mandatory (an unroutable message is an error, not a silent drop) and bounded by a
+timeout, so callers can answer 503 instead of hanging while the broker is away. Many publishes may
+be in flight on the one channel at once; each awaits its own confirm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+import aiormq
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+
+from libs.metrics import MESSAGES_PUBLISHED, PUBLISH_FAILURES
+
+log = structlog.get_logger(__name__)
+
+# Broker-managed headers that must not be copied onto a message we publish again.
+_BROKER_HEADERS = (
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-last-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+    "x-delivery-count",
+)
+
+
+class PublishFailed(Exception):
+    """The broker did not confirm the message (nack, unroutable, timeout or connection lost)."""
+
+
+def clean_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (headers or {}).items() if k not in _BROKER_HEADERS}
+
+
+class ConfirmedPublisher:
+    def __init__(self, connection: AbstractRobustConnection, *, confirm_timeout: float = 5.0):
+        self._connection = connection
+        self._timeout = confirm_timeout
+        self._channel: AbstractChannel | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
+
+    async def open(self) -> None:
+        self._channel = await self._connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
+
+    async def close(self) -> None:
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()
+
+    @property
+    def ready(self) -> bool:
+        return (
+            self._channel is not None
+            and not self._channel.is_closed
+            and not self._connection.is_closed
+            and self._connection.connected.is_set()
+        )
+
+    async def _exchange(self, name: str) -> AbstractExchange:
+        assert self._channel is not None, "publisher not opened"
+        if name == "":
+            return self._channel.default_exchange
+        exchange = self._exchanges.get(name)
+        if exchange is None:
+            exchange = await self._channel.get_exchange(name, ensure=False)
+            self._exchanges[name] = exchange
+        return exchange
+
+    async def publish(
+        self,
+        *,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        message_id: str,
+        correlation_id: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        priority: int = 0,
+        expiration_ms: int | None = None,
+    ) -> None:
+        """Publish one persistent JSON message and wait for the broker's confirm."""
+        message = aio_pika.Message(
+            body,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=message_id,
+            correlation_id=correlation_id,
+            headers=clean_headers(headers),
+            priority=priority,
+            expiration=(expiration_ms / 1000) if expiration_ms is not None else None,
+            timestamp=datetime.now(UTC),
+        )
+        try:
+            target = await asyncio.wait_for(self._exchange(exchange), self._timeout)
+            await asyncio.wait_for(
+                target.publish(message, routing_key, mandatory=True), self._timeout
+            )
+        except (
+            TimeoutError,
+            aiormq.exceptions.AMQPError,
+            aiormq.exceptions.ChannelInvalidStateError,
+            ConnectionError,
+            RuntimeError,
+        ) as exc:
+            PUBLISH_FAILURES.labels(exchange or "(default)").inc()
+            log.warning(
+                "amqp.publish_failed",
+                exchange=exchange,
+                routing_key=routing_key,
+                message_id=message_id,
+                error=repr(exc),
+            )
+            raise PublishFailed(f"{type(exc).__name__}: {exc}") from exc
+        MESSAGES_PUBLISHED.labels(exchange or "(default)", routing_key).inc()

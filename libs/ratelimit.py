@@ -1,0 +1,67 @@
+"""A token bucket in Redis, shared by every replica (gateway request limits, provider send quotas).
+
+The bucket refills continuously at ``rate`` tokens per second up to ``capacity``. Time comes from
+the Redis server (``TIME``), so replicas with skewed clocks still share one consistent bucket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+_TAKE = """
+local rate = tonumber(ARGV[1])
+local capacity = tonumber(ARGV[2])
+local wanted = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1]) or capacity
+local ts = tonumber(state[2]) or now
+tokens = math.min(capacity, tokens + math.max(0, now - ts) * rate / 1000)
+local wait = 0
+if tokens >= wanted then
+  tokens = tokens - wanted
+else
+  wait = math.ceil((wanted - tokens) * 1000 / rate)
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(capacity * 1000 / rate) + 1000)
+return wait
+"""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    retry_after_ms: int
+
+
+class TokenBucket:
+    def __init__(self, redis: Redis, key: str, *, rate: float, capacity: float) -> None:
+        if rate <= 0 or capacity < 1:
+            raise ValueError("rate must be > 0 and capacity >= 1")
+        self._key = key
+        self._rate = rate
+        self._capacity = capacity
+        self._script = redis.register_script(_TAKE)
+
+    async def try_take(self, tokens: float = 1) -> Verdict:
+        """Take ``tokens`` if available now; otherwise say how long until they would be."""
+        wait = int(await self._script(keys=[self._key], args=[self._rate, self._capacity, tokens]))
+        return Verdict(allowed=wait == 0, retry_after_ms=wait)
+
+    async def take(self, tokens: float = 1, max_wait: float = 30.0) -> bool:
+        """Wait (up to ``max_wait`` seconds) until ``tokens`` can be taken; False on timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max_wait
+        while True:
+            verdict = await self.try_take(tokens)
+            if verdict.allowed:
+                return True
+            pause = verdict.retry_after_ms / 1000
+            if loop.time() + pause > deadline:
+                return False
+            await asyncio.sleep(pause)

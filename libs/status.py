@@ -1,0 +1,309 @@
+"""The status of every notification, in Redis: a hash per notification, a timeline, and indexes.
+
+Transitions are atomic (one Lua script): a status only moves along the allowed edges, so a late or
+duplicate report (a redelivered message saying ``processing`` after ``delivered``) cannot rewrite
+history. Every change appends to the notification's timeline.
+
+Keys (see :class:`libs.redis.Keys`): ``notif:<id>`` hash, ``notif:<id>:timeline`` list of JSON
+events, and sorted sets ``idx:all``, ``idx:user:<id>``, ``idx:type:<t>``, ``idx:status:<s>`` scored
+by creation time for listing. Records expire after the retention; indexes are trimmed lazily.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from libs.envelope import Channel, Status
+from libs.redis import Keys
+
+ALLOWED_FROM: dict[Status, frozenset[Status]] = {
+    # republishing a failed notification makes it pending again
+    Status.PENDING: frozenset({Status.PENDING, Status.FAILED}),
+    Status.PROCESSING: frozenset({Status.PENDING, Status.PROCESSING}),
+    Status.DELIVERED: frozenset({Status.PENDING, Status.PROCESSING}),
+    Status.SKIPPED: frozenset({Status.PENDING, Status.PROCESSING}),
+    Status.FAILED: frozenset({Status.PENDING, Status.PROCESSING}),
+}
+"""Edges the delivery pipeline may take. Provider receipts may add ``delivered -> failed``."""
+
+TIMELINE_LIMIT = 200
+
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local ttl = tonumber(ARGV[1])
+local score = ARGV[2]
+local id = ARGV[3]
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('RPUSH', KEYS[2], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ttl)
+for i = 3, #KEYS do redis.call('ZADD', KEYS[i], score, id) end
+return 1
+"""
+
+# KEYS: hash, timeline, idx:status:<each status...>
+# ARGV: id, new status ('' keeps it), allowed-from (comma list, '' = any), now, ttl, event json,
+#       attempts increment, field/value pairs...
+_TRANSITION = """
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return {'missing', ''} end
+local new = ARGV[2]
+if new ~= '' and ARGV[3] ~= '' then
+  local allowed = false
+  for s in string.gmatch(ARGV[3], '[^,]+') do
+    if s == current then allowed = true end
+  end
+  if not allowed then return {'refused', current} end
+end
+local ttl = tonumber(ARGV[5])
+if #ARGV > 7 then redis.call('HSET', KEYS[1], unpack(ARGV, 8)) end
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[4])
+local inc = tonumber(ARGV[7])
+if inc > 0 then redis.call('HINCRBY', KEYS[1], 'attempts', inc) end
+if new ~= '' and new ~= current then
+  redis.call('HSET', KEYS[1], 'status', new)
+  local score = redis.call('HGET', KEYS[1], 'created_ts')
+  for i = 3, #KEYS do
+    local key = KEYS[i]
+    if string.sub(key, -#current - 1) == ':' .. current then redis.call('ZREM', key, ARGV[1]) end
+    if string.sub(key, -#new - 1) == ':' .. new then redis.call('ZADD', key, score, ARGV[1]) end
+  end
+end
+redis.call('RPUSH', KEYS[2], ARGV[6])
+redis.call('LTRIM', KEYS[2], -200, -1)
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[2], ttl)
+return {'ok', current}
+"""
+
+
+@dataclass(frozen=True)
+class NewNotification:
+    notification_id: str
+    request_id: str
+    channel: Channel
+    user_id: str
+    template_code: str
+    priority: int
+    created_at: datetime
+    language: str | None = None
+    owner: str = ""
+
+
+@dataclass(frozen=True)
+class TransitionResult:
+    applied: bool
+    previous: Status | None
+
+    @property
+    def missing(self) -> bool:
+        return self.previous is None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _event(kind: str, status: str | None, **details: Any) -> bytes:
+    entry = {"at": _now().isoformat(), "event": kind, "status": status}
+    entry.update({k: v for k, v in details.items() if v is not None})
+    return orjson.dumps(entry)
+
+
+class StatusStore:
+    def __init__(self, redis: Redis, keys: Keys, retention_seconds: int) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._ttl = retention_seconds
+        self._create = redis.register_script(_CREATE)
+        self._transition = redis.register_script(_TRANSITION)
+
+    def _status_indexes(self) -> list[str]:
+        return [self._keys.index("status", s.value) for s in Status]
+
+    async def create(self, n: NewNotification) -> bool:
+        """Record a new notification as ``pending``; False if it already exists."""
+        created_ts = n.created_at.timestamp()
+        fields: dict[str, str] = {
+            "notification_id": n.notification_id,
+            "request_id": n.request_id,
+            "notification_type": n.channel.value,
+            "user_id": n.user_id,
+            "template_code": n.template_code,
+            "priority": str(n.priority),
+            "language": n.language or "",
+            "status": Status.PENDING.value,
+            "attempts": "0",
+            "provider": "",
+            "last_error": "",
+            "owner": n.owner,
+            "created_at": n.created_at.isoformat(),
+            "created_ts": repr(created_ts),
+            "updated_at": n.created_at.isoformat(),
+        }
+        flat = [x for kv in fields.items() for x in kv]
+        keys = [
+            self._keys.notification(n.notification_id),
+            self._keys.timeline(n.notification_id),
+            self._keys.index("all"),
+            self._keys.index("user", n.user_id),
+            self._keys.index("type", n.channel.value),
+            self._keys.index("status", Status.PENDING.value),
+        ]
+        event = _event("accepted", Status.PENDING.value, service="gateway")
+        created = await self._create(
+            keys=keys, args=[self._ttl, repr(created_ts), n.notification_id, event, *flat]
+        )
+        if random.random() < 0.01:  # noqa: S311 - sampling, not crypto
+            await self._trim(keys[2:])
+        return bool(created)
+
+    async def delete(self, n: NewNotification) -> None:
+        """Forget a notification that was never accepted (its publish was not confirmed)."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(
+            self._keys.notification(n.notification_id), self._keys.timeline(n.notification_id)
+        )
+        for key in (
+            self._keys.index("all"),
+            self._keys.index("user", n.user_id),
+            self._keys.index("type", n.channel.value),
+            *self._status_indexes(),
+        ):
+            pipe.zrem(key, n.notification_id)
+        await pipe.execute()
+
+    async def transition(
+        self,
+        notification_id: str,
+        to: Status | None,
+        *,
+        event: str,
+        service: str,
+        allowed_from: Iterable[Status] | None = None,
+        count_attempt: bool = False,
+        provider: str | None = None,
+        error: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> TransitionResult:
+        """Move to ``to`` (None: keep the status and only record the event).
+
+        Refused when the current status is not in ``allowed_from`` (default: the pipeline's edges).
+        """
+        allowed = (
+            ""
+            if to is None
+            else ",".join(
+                s.value for s in (allowed_from if allowed_from is not None else ALLOWED_FROM[to])
+            )
+        )
+        fields: dict[str, str] = {}
+        if provider is not None:
+            fields["provider"] = provider
+        if error is not None:
+            fields["last_error"] = error[:1000]
+        if to is not None and to in (Status.DELIVERED, Status.SKIPPED, Status.FAILED):
+            fields["finished_at"] = _now().isoformat()
+        entry = _event(
+            event,
+            to.value if to is not None else None,
+            service=service,
+            provider=provider,
+            error=error,
+            **dict(details or {}),
+        )
+        flat = [x for kv in fields.items() for x in kv]
+        result = await self._transition(
+            keys=[
+                self._keys.notification(notification_id),
+                self._keys.timeline(notification_id),
+                *self._status_indexes(),
+            ],
+            args=[
+                notification_id,
+                to.value if to is not None else "",
+                allowed,
+                _now().isoformat(),
+                self._ttl,
+                entry,
+                1 if count_attempt else 0,
+                *flat,
+            ],
+        )
+        verdict, previous = (x.decode() if isinstance(x, bytes) else str(x) for x in result)
+        return TransitionResult(
+            applied=verdict == "ok", previous=Status(previous) if previous else None
+        )
+
+    async def get(self, notification_id: str) -> dict[str, Any] | None:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(self._keys.notification(notification_id))
+        pipe.lrange(self._keys.timeline(notification_id), 0, -1)
+        raw, timeline = await pipe.execute()
+        if not raw:
+            return None
+        record = _decode_record(raw)
+        record["timeline"] = [orjson.loads(e) for e in timeline]
+        return record
+
+    async def search(
+        self,
+        *,
+        user_id: str | None = None,
+        channel: Channel | None = None,
+        status: Status | None = None,
+        offset: int = 0,
+        limit: int = 20,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Newest first, filtered by any combination of user, channel and status."""
+        indexes = [self._keys.index("all")]
+        if user_id:
+            indexes.append(self._keys.index("user", user_id))
+        if channel:
+            indexes.append(self._keys.index("type", channel.value))
+        if status:
+            indexes.append(self._keys.index("status", status.value))
+        await self._trim(indexes)
+        source = indexes[-1]
+        pipe = self._redis.pipeline(transaction=True)
+        if len(indexes) > 2:
+            source = f"{self._keys.prefix}tmp:{uuid.uuid4().hex}"
+            pipe.zinterstore(source, indexes[1:], aggregate="MIN")
+        pipe.zcard(source)
+        pipe.zrevrange(source, offset, offset + limit - 1)
+        if len(indexes) > 2:
+            pipe.delete(source)
+            total, ids = (await pipe.execute())[1:3]
+        else:
+            total, ids = await pipe.execute()
+        pipe = self._redis.pipeline(transaction=False)
+        for raw_id in ids:
+            pipe.hgetall(self._keys.notification(raw_id.decode()))
+        rows = await pipe.execute()
+        items = [_decode_record(row) for row in rows if row]
+        return items, total
+
+    async def _trim(self, indexes: list[str]) -> None:
+        cutoff = _now().timestamp() - self._ttl
+        pipe = self._redis.pipeline(transaction=False)
+        for key in indexes:
+            pipe.zremrangebyscore(key, "-inf", cutoff)
+        await pipe.execute()
+
+
+def _decode_record(raw: Mapping[bytes, bytes]) -> dict[str, Any]:
+    record: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+    record.pop("created_ts", None)
+    record["attempts"] = int(record.get("attempts") or 0)
+    record["priority"] = int(record.get("priority") or 0)
+    for name in ("provider", "last_error", "language", "finished_at"):
+        record[name] = record.get(name) or None
+    return record

@@ -1,0 +1,74 @@
+"""Send claims (at most one send, takeover from dead holders) and the shared token bucket."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+from libs.claims import ClaimState, InstanceHeartbeat, SendClaims
+from libs.ratelimit import TokenBucket
+
+
+async def test_claim_is_exclusive_then_sent_suppresses_repeats(redis, keys):
+    a_beat = InstanceHeartbeat(redis, keys, "a")
+    await a_beat.start()
+    a, b = SendClaims(redis, keys, "a"), SendClaims(redis, keys, "b")
+    nid = str(uuid.uuid4())
+    first = await a.acquire("email", nid, "email")
+    assert first.state is ClaimState.ACQUIRED
+    assert (await b.acquire("email", nid, "email")).state is ClaimState.BUSY
+    await a.mark_sent(first, "smtp")
+    again = await b.acquire("email", nid, "email")
+    assert again.state is ClaimState.SENT and again.provider == "smtp"
+    await a_beat.stop()
+
+
+async def test_claim_of_a_dead_holder_is_taken_over_at_once(redis, keys):
+    nid = str(uuid.uuid4())
+    # holder "ghost" never had a heartbeat: it is dead (crashed before or after claiming)
+    ghost = SendClaims(redis, keys, "ghost", lease_ms=600_000)
+    assert (await ghost.acquire("push", nid, "dev1")).state is ClaimState.ACQUIRED
+    survivor = SendClaims(redis, keys, "survivor")
+    assert (await survivor.acquire("push", nid, "dev1")).state is ClaimState.ACQUIRED
+
+
+async def test_release_only_removes_own_claim(redis, keys):
+    beat = InstanceHeartbeat(redis, keys, "a")
+    await beat.start()
+    a, b = SendClaims(redis, keys, "a"), SendClaims(redis, keys, "b")
+    nid = str(uuid.uuid4())
+    mine = await a.acquire("email", nid, "email")
+    theirs = await b.acquire("email", nid, "email")
+    assert theirs.state is ClaimState.BUSY
+    await b.release(theirs)  # not b's claim: nothing happens
+    assert (await b.acquire("email", nid, "email")).state is ClaimState.BUSY
+    await a.release(mine)
+    assert (await b.acquire("email", nid, "email")).state is ClaimState.ACQUIRED
+    await beat.stop()
+
+
+async def test_heartbeat_stop_removes_liveness(redis, keys):
+    beat = InstanceHeartbeat(redis, keys, "x")
+    await beat.start()
+    assert await redis.exists(f"{keys.prefix}alive:x")
+    await beat.stop()
+    assert not await redis.exists(f"{keys.prefix}alive:x")
+
+
+async def test_token_bucket_allows_burst_then_paces(redis, keys):
+    bucket = TokenBucket(redis, keys.rate_limit("t"), rate=20, capacity=5)
+    verdicts = [await bucket.try_take() for _ in range(6)]
+    assert all(v.allowed for v in verdicts[:5])
+    assert not verdicts[5].allowed
+    assert 1 <= verdicts[5].retry_after_ms <= 60
+
+
+async def test_token_bucket_is_shared_by_replicas(redis, keys):
+    key = keys.rate_limit("shared")
+    replicas = [TokenBucket(redis, key, rate=50, capacity=1) for _ in range(4)]
+    started = time.monotonic()
+    # 4 "replicas" send 20 in total at a shared 50/s: that takes about 0.4 s, not 0.1 s
+    await asyncio.gather(*(r.take(max_wait=5) for r in replicas for _ in range(5)))
+    elapsed = time.monotonic() - started
+    assert elapsed >= 0.3

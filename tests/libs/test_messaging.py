@@ -1,0 +1,305 @@
+"""Topology, confirmed publishing and the consumer's ack/retry/dead-letter rules, on a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from functools import partial
+
+import pytest
+
+from libs.envelope import Channel, NotificationMessage
+from libs.messaging import headers as H
+from libs.messaging.connection import connect
+from libs.messaging.consumer import (
+    Ack,
+    DeadLetter,
+    Delivery,
+    QueueConsumer,
+    Retry,
+    RetryPolicy,
+)
+from libs.messaging.publisher import ConfirmedPublisher, PublishFailed
+from libs.messaging.topology import (
+    DEAD_LETTER_EXCHANGE,
+    DIRECT_EXCHANGE,
+    FAILED_QUEUE,
+    build_topology,
+    declare_topology,
+    delay_queue,
+)
+from tests.support.amqp import get_one, publish_raw, queue_depth
+
+POLICY = RetryPolicy(delays_ms=(100, 200), jitter=0.1, claim_wait_ms=100)
+TOPOLOGY = build_topology({c: POLICY.queue_delays() for c in Channel})
+
+
+def make_message(**overrides) -> NotificationMessage:
+    values = {
+        "notification_id": uuid.uuid4(),
+        "request_id": "r-1",
+        "notification_type": Channel.EMAIL,
+        "user_id": uuid.uuid4(),
+        "template_code": "welcome",
+        "created_at": datetime.now(UTC),
+    }
+    return NotificationMessage(**(values | overrides))
+
+
+@pytest.fixture
+async def broker(amqp_url):
+    connection = await connect(amqp_url, name="test")
+    channel = await connection.channel()
+    await declare_topology(channel, TOPOLOGY)
+    await channel.close()
+    publisher = ConfirmedPublisher(connection, confirm_timeout=5)
+    await publisher.open()
+    yield connection, publisher
+    await publisher.close()
+    await connection.close()
+
+
+async def publish(publisher: ConfirmedPublisher, message: NotificationMessage, priority: int = 0):
+    await publisher.publish(
+        exchange=DIRECT_EXCHANGE,
+        routing_key=message.notification_type.value,
+        body=message.to_bytes(),
+        message_id=str(message.notification_id),
+        priority=priority,
+    )
+
+
+def consumer_for(connection, publisher, handler, prefetch=10) -> QueueConsumer:
+    return QueueConsumer(
+        connection=connection,
+        publisher=publisher,
+        queue="email.queue",
+        parse=NotificationMessage.from_bytes,
+        handler=handler,
+        service="test",
+        prefetch=prefetch,
+        retry_policy=POLICY,
+        delay_queue=partial(delay_queue, Channel.EMAIL),
+    )
+
+
+async def test_declaring_the_topology_twice_never_fails(broker, amqp_url):
+    connection, _ = broker
+    channel = await connection.channel()
+    await declare_topology(channel, TOPOLOGY)
+    await channel.close()
+    names = {q.name for q in TOPOLOGY.queues}
+    assert {"email.queue", "push.queue", "failed.queue", "email.retry.100"} <= names
+    for name in names:
+        assert await queue_depth(connection, name) == 0
+
+
+async def test_unroutable_publish_is_an_error_not_a_silent_drop(broker):
+    _, publisher = broker
+    with pytest.raises(PublishFailed):
+        await publisher.publish(
+            exchange=DIRECT_EXCHANGE, routing_key="nowhere", body=b"{}", message_id="x"
+        )
+
+
+async def test_acked_message_leaves_the_queue(broker):
+    connection, publisher = broker
+    seen: list[Delivery] = []
+
+    async def handler(delivery):
+        seen.append(delivery)
+        return Ack()
+
+    consumer = consumer_for(connection, publisher, handler)
+    await consumer.start()
+    await publish(publisher, make_message())
+    for _ in range(100):
+        if seen:
+            break
+        await asyncio.sleep(0.05)
+    await consumer.stop()
+    assert len(seen) == 1 and seen[0].attempts == 0
+    assert await queue_depth(connection, "email.queue") == 0
+
+
+async def test_transient_failures_retry_through_delay_queues_then_dead_letter(broker):
+    connection, publisher = broker
+    attempts: list[int] = []
+
+    async def handler(delivery):
+        attempts.append(delivery.attempts)
+        return Retry(error="smtp down", error_class="TransientProviderError")
+
+    consumer = consumer_for(connection, publisher, handler)
+    await consumer.start()
+    message = make_message()
+    await publish(publisher, message)
+    failed = await get_one(connection, FAILED_QUEUE, timeout=10)
+    await consumer.stop()
+    assert attempts == [0, 1, 2]  # first delivery + 2 retries configured
+    assert failed.message_id == str(message.notification_id)
+    assert failed.headers[H.FAILURE_REASON] == "retries_exhausted"
+    assert failed.headers[H.FAILURE_ERROR] == "smtp down"
+    assert failed.headers[H.FAILURE_SERVICE] == "test"
+    assert failed.headers[H.ATTEMPTS] == 2
+    assert NotificationMessage.from_bytes(failed.body) == message
+
+
+async def test_unparseable_message_goes_straight_to_failed_queue(broker):
+    connection, publisher = broker
+    calls: list[object] = []
+
+    async def handler(delivery):
+        calls.append(delivery)
+        return Ack()
+
+    consumer = consumer_for(connection, publisher, handler)
+    await consumer.start()
+    await publish_raw(connection, DIRECT_EXCHANGE, "email", b"not json", message_id="poison")
+    failed = await get_one(connection, FAILED_QUEUE, timeout=5)
+    await consumer.stop()
+    assert calls == []
+    assert failed.body == b"not json"
+    assert failed.headers[H.FAILURE_REASON] == "invalid_message"
+
+
+async def test_schema_violation_is_invalid_message(broker):
+    connection, publisher = broker
+    consumer = consumer_for(connection, publisher, lambda d: asyncio.sleep(0, Ack()))
+    await consumer.start()
+    await publish_raw(connection, DIRECT_EXCHANGE, "email", b'{"notification_id": "nope"}')
+    failed = await get_one(connection, FAILED_QUEUE, timeout=5)
+    await consumer.stop()
+    assert failed.headers[H.FAILURE_REASON] == "invalid_message"
+    assert "notification_id" in failed.headers[H.FAILURE_ERROR]
+
+
+async def test_permanent_failure_dead_letters_at_once_with_reason(broker):
+    connection, publisher = broker
+    calls = 0
+
+    async def handler(delivery):
+        nonlocal calls
+        calls += 1
+        return DeadLetter("permanent_error", "550 mailbox unavailable", "PermanentProviderError")
+
+    consumer = consumer_for(connection, publisher, handler)
+    await consumer.start()
+    await publish(publisher, make_message())
+    failed = await get_one(connection, FAILED_QUEUE, timeout=5)
+    await consumer.stop()
+    assert calls == 1
+    assert failed.headers[H.FAILURE_REASON] == "permanent_error"
+    assert failed.headers[H.FAILURE_ERROR_CLASS] == "PermanentProviderError"
+
+
+async def test_handler_crash_is_retried_not_lost(broker):
+    connection, publisher = broker
+    calls = 0
+
+    async def handler(delivery):
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("bug")
+        return Ack()
+
+    consumer = consumer_for(connection, publisher, handler)
+    await consumer.start()
+    await publish(publisher, make_message())
+    for _ in range(100):
+        if calls >= 2:
+            break
+        await asyncio.sleep(0.05)
+    await consumer.stop()
+    assert calls == 2
+    assert await queue_depth(connection, FAILED_QUEUE) == 0
+
+
+async def test_claim_waits_do_not_spend_attempts(broker):
+    connection, publisher = broker
+    seen: list[tuple[int, int]] = []
+
+    async def handler(delivery):
+        seen.append((delivery.attempts, delivery.claim_waits))
+        if len(seen) < 3:
+            return Retry(error="claimed elsewhere", count_attempt=False)
+        return Ack()
+
+    consumer = consumer_for(connection, publisher, handler)
+    await consumer.start()
+    await publish(publisher, make_message())
+    for _ in range(100):
+        if len(seen) >= 3:
+            break
+        await asyncio.sleep(0.05)
+    await consumer.stop()
+    assert seen == [(0, 0), (0, 1), (0, 2)]
+
+
+async def test_high_priority_overtakes_a_backlog(broker):
+    connection, publisher = broker
+    backlog = [make_message() for _ in range(200)]
+    await asyncio.gather(*(publish(publisher, m, priority=0) for m in backlog))
+    urgent = make_message()
+    await publish(publisher, urgent, priority=9)
+    order: list[str] = []
+
+    async def handler(delivery):
+        order.append(str(delivery.message.notification_id))
+        return Ack()
+
+    consumer = consumer_for(connection, publisher, handler, prefetch=1)
+    await consumer.start()
+    for _ in range(200):
+        if len(order) >= 201:
+            break
+        await asyncio.sleep(0.05)
+    await consumer.stop()
+    assert order[0] == str(urgent.notification_id)
+    assert len(order) == 201
+
+
+async def test_stop_finishes_in_flight_work_and_leaves_the_rest_queued(broker):
+    connection, publisher = broker
+    started = asyncio.Event()
+    release = asyncio.Event()
+    finished: list[str] = []
+
+    async def handler(delivery):
+        started.set()
+        await release.wait()
+        finished.append(str(delivery.message.notification_id))
+        return Ack()
+
+    consumer = consumer_for(connection, publisher, handler, prefetch=1)
+    await consumer.start()
+    for _ in range(5):
+        await publish(publisher, make_message())
+    await asyncio.wait_for(started.wait(), 5)
+    stopping = asyncio.create_task(consumer.stop(timeout=10))
+    await asyncio.sleep(0.2)
+    assert not stopping.done()  # waits for the in-flight message
+    release.set()
+    await stopping
+    assert len(finished) == 1
+    assert await queue_depth(connection, "email.queue") == 4
+
+
+async def test_dead_letter_exchange_routes_rejects_to_failed_queue(broker):
+    """Anything the broker itself dead-letters from a work queue lands in failed.queue."""
+    connection, _ = broker
+    channel = await connection.channel()
+    queue = await channel.get_queue("email.queue", ensure=False)
+    await publish_raw(connection, DIRECT_EXCHANGE, "email", b"{}", message_id="rejected")
+    for _ in range(50):
+        message = await queue.get(no_ack=False, fail=False)
+        if message:
+            await message.reject(requeue=False)
+            break
+        await asyncio.sleep(0.05)
+    await channel.close()
+    failed = await get_one(connection, FAILED_QUEUE, timeout=5)
+    assert failed.message_id == "rejected"
+    assert DEAD_LETTER_EXCHANGE == "notifications.dlx"

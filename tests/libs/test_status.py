@@ -1,0 +1,111 @@
+"""The status store: transitions along allowed edges only, timeline, search with filters."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from libs.envelope import Channel, Status
+from libs.status import NewNotification, StatusStore
+
+
+def _new(channel: Channel = Channel.EMAIL, user: str | None = None, minutes_ago: int = 0):
+    return NewNotification(
+        notification_id=str(uuid.uuid4()),
+        request_id=f"req-{uuid.uuid4().hex[:8]}",
+        channel=channel,
+        user_id=user or str(uuid.uuid4()),
+        template_code="welcome",
+        priority=0,
+        created_at=datetime.now(UTC) - timedelta(minutes=minutes_ago),
+    )
+
+
+@pytest.fixture
+def store(redis, keys) -> StatusStore:
+    return StatusStore(redis, keys, retention_seconds=3600)
+
+
+async def test_create_is_pending_and_once(store):
+    n = _new()
+    assert await store.create(n) is True
+    assert await store.create(n) is False
+    record = await store.get(n.notification_id)
+    assert record["status"] == "pending"
+    assert record["attempts"] == 0
+    assert [e["event"] for e in record["timeline"]] == ["accepted"]
+
+
+async def test_transitions_follow_allowed_edges_and_build_a_timeline(store):
+    n = _new()
+    await store.create(n)
+    r = await store.transition(
+        n.notification_id, Status.PROCESSING, event="processing", service="t", count_attempt=True
+    )
+    assert r.applied and r.previous is Status.PENDING
+    r = await store.transition(
+        n.notification_id, Status.DELIVERED, event="delivered", service="t", provider="smtp"
+    )
+    assert r.applied
+    # a late duplicate cannot move a delivered notification back
+    late = await store.transition(
+        n.notification_id, Status.PROCESSING, event="processing", service="t", count_attempt=True
+    )
+    assert not late.applied and late.previous is Status.DELIVERED
+    record = await store.get(n.notification_id)
+    assert record["status"] == "delivered"
+    assert record["provider"] == "smtp"
+    assert record["attempts"] == 1
+    assert record["finished_at"]
+    assert [e["event"] for e in record["timeline"]] == ["accepted", "processing", "delivered"]
+
+
+async def test_event_without_status_change_keeps_status(store):
+    n = _new()
+    await store.create(n)
+    await store.transition(n.notification_id, None, event="attempt_failed", service="t", error="boom")
+    record = await store.get(n.notification_id)
+    assert record["status"] == "pending"
+    assert record["last_error"] == "boom"
+    assert record["timeline"][-1]["error"] == "boom"
+
+
+async def test_missing_notification_reports_missing(store):
+    result = await store.transition(str(uuid.uuid4()), Status.PROCESSING, event="x", service="t")
+    assert result.missing and not result.applied
+
+
+async def test_search_filters_and_paginates_newest_first(store):
+    user = str(uuid.uuid4())
+    mine = [_new(Channel.EMAIL, user, minutes_ago=i) for i in range(5)]
+    push = _new(Channel.PUSH, user)
+    other = _new(Channel.EMAIL)
+    for n in [*mine, push, other]:
+        await store.create(n)
+    await store.transition(mine[0].notification_id, Status.PROCESSING, event="p", service="t")
+    await store.transition(mine[0].notification_id, Status.DELIVERED, event="d", service="t")
+
+    items, total = await store.search(user_id=user, channel=Channel.EMAIL, limit=2)
+    assert total == 5
+    assert [i["notification_id"] for i in items] == [mine[0].notification_id, mine[1].notification_id]
+    items, total = await store.search(user_id=user, channel=Channel.EMAIL, offset=4, limit=2)
+    assert [i["notification_id"] for i in items] == [mine[4].notification_id]
+
+    delivered, total = await store.search(status=Status.DELIVERED, user_id=user)
+    assert total == 1 and delivered[0]["notification_id"] == mine[0].notification_id
+    pending, total = await store.search(status=Status.PENDING, user_id=user)
+    assert total == 5  # 4 email + 1 push
+
+    everything, total = await store.search()
+    assert total == 7
+
+
+async def test_delete_forgets_everything(store):
+    n = _new()
+    await store.create(n)
+    await store.delete(n)
+    assert await store.get(n.notification_id) is None
+    _, total = await store.search(user_id=n.user_id)
+    assert total == 0
