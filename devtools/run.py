@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -59,7 +58,9 @@ def _demo_user(stack: Stack, settings: LauncherSettings) -> dict[str, Any]:
         )
         login.raise_for_status()
         admin = {"Authorization": f"Bearer {login.json()['data']['access_token']}"}
-        found = client.get("/api/v1/users/", params={"email": settings.demo_user_email}, headers=admin)
+        found = client.get(
+            "/api/v1/users/", params={"email": settings.demo_user_email}, headers=admin
+        )
         found.raise_for_status()
         matches = [u for u in found.json()["data"] if u["email"] == settings.demo_user_email]
         if matches:
@@ -84,8 +85,8 @@ def _banner(stack: Stack, settings: LauncherSettings, user: dict[str, Any], sink
     gateway, users = stack.url("gateway"), stack.url("user_service")
     token_cmd = (
         f"TOKEN=$(curl -s {users}/api/v1/auth/login -H 'content-type: application/json' "
-        f"-d '{{\"email\":\"{settings.admin_email}\",\"password\":\"{settings.admin_password}\"}}' "
-        "| python3 -c 'import json,sys; print(json.load(sys.stdin)[\"data\"][\"access_token\"])')"
+        f'-d \'{{"email":"{settings.admin_email}","password":"{settings.admin_password}"}}\' '
+        '| python3 -c \'import json,sys; print(json.load(sys.stdin)["data"]["access_token"])\')'
     )
     body = json.dumps(
         {
@@ -97,7 +98,7 @@ def _banner(stack: Stack, settings: LauncherSettings, user: dict[str, Any], sink
         }
     )
     send_cmd = (
-        f"curl -s {gateway}/api/v1/notifications/ -H \"authorization: Bearer $TOKEN\" "
+        f'curl -s {gateway}/api/v1/notifications/ -H "authorization: Bearer $TOKEN" '
         f"-H 'content-type: application/json' -d '{body}'"
     )
     where = "the SMTP sink's lines below (and .run/mail/)" if sink else "your SMTP relay"
@@ -106,7 +107,10 @@ def _banner(stack: Stack, settings: LauncherSettings, user: dict[str, Any], sink
             "",
             "=" * 78,
             "Herald is running. Services:",
-            *(f"  {name:<17} {stack.url(name)}  (docs: {stack.url(name)}/docs)" for name in stack.ports),
+            *(
+                f"  {name:<17} {stack.url(name)}  (docs: {stack.url(name)}/docs)"
+                for name in stack.ports
+            ),
             "",
             f"Demo user: {user['email']}  id={user['id']}",
             "Send a first notification:",
@@ -114,7 +118,7 @@ def _banner(stack: Stack, settings: LauncherSettings, user: dict[str, Any], sink
             f"  {send_cmd}",
             f"Then look at {where}, and at the status:",
             f"  curl -s {gateway}/api/v1/notifications/first-notification-1 "
-            "-H \"authorization: Bearer $TOKEN\"",
+            '-H "authorization: Bearer $TOKEN"',
             "Dead-letter console API: " + stack.url("dlq_service") + "/docs",
             "Ctrl-C stops everything.",
             "=" * 78,
@@ -136,8 +140,13 @@ def main() -> None:
         helpers.append(
             _start_helper(
                 "SMTP sink",
-                ["devtools.smtp_sink", "--port", str(settings.smtp_port), "--maildir",
-                 str(RUN_DIR / "mail")],
+                [
+                    "devtools.smtp_sink",
+                    "--port",
+                    str(settings.smtp_port),
+                    "--maildir",
+                    str(RUN_DIR / "mail"),
+                ],
                 env,
             )
         )
@@ -148,8 +157,13 @@ def main() -> None:
         helpers.append(
             _start_helper(
                 "FCM stand-in",
-                ["devtools.fcm_stub", "--port", str(settings.fcm_stub_port),
-                 "--write-service-account", str(account)],
+                [
+                    "devtools.fcm_stub",
+                    "--port",
+                    str(settings.fcm_stub_port),
+                    "--write-service-account",
+                    str(account),
+                ],
                 env,
             )
         )
@@ -175,7 +189,9 @@ def main() -> None:
         while not stopping.wait(1.0):
             dead = [p for p in stack.processes if not p.alive]
             if dead:
-                print(f"run: {dead[0].name} exited ({dead[0].popen.returncode}); stopping", flush=True)
+                print(
+                    f"run: {dead[0].name} exited ({dead[0].popen.returncode}); stopping", flush=True
+                )
                 code = 1
                 break
     except (RuntimeError, TimeoutError, httpx.HTTPError) as exc:

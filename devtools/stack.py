@@ -144,7 +144,9 @@ class Stack:
         last = ""
         while time.monotonic() < deadline:
             if not process.alive:
-                raise RuntimeError(f"{process.name} exited with {process.popen.returncode}{self._tail(process)}")
+                raise RuntimeError(
+                    f"{process.name} exited with {process.popen.returncode}{self._tail(process)}"
+                )
             try:
                 response = httpx.get(f"{process.url}/ready", timeout=2)
                 if response.status_code == 200:
@@ -153,7 +155,9 @@ class Stack:
             except httpx.HTTPError as exc:
                 last = repr(exc)
             time.sleep(0.2)
-        raise TimeoutError(f"{process.name} not ready after {timeout}s: {last}{self._tail(process)}")
+        raise TimeoutError(
+            f"{process.name} not ready after {timeout}s: {last}{self._tail(process)}"
+        )
 
     def _tail(self, process: Process, lines: int = 40) -> str:
         if process.log_path is None or not process.log_path.exists():

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from libs.logging import CorrelationIdMiddleware, get_correlation_id
 from libs.metrics import HttpMetricsMiddleware
@@ -212,6 +213,37 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unexpected_error)
 
 
+class BodyLimitMiddleware:
+    """413 in the envelope for bodies over the limit: by Content-Length up front, else as read."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        message = f"The request body exceeds {self.max_bytes} bytes."
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                response = _error_response(413, "payload_too_large", message)
+                await response(scope, receive, send)
+                return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            event = await receive()
+            if event["type"] == "http.request":
+                received += len(event.get("body", b""))
+                if received > self.max_bytes:
+                    raise PayloadTooLarge(message)
+            return event
+
+        await self.app(scope, limited_receive, send)
+
+
 # ---------------------------------------------------------------------------------------------
 # Operational routes
 
@@ -265,10 +297,10 @@ def create_app(
         description=description,
         version="0.1.0",
         lifespan=lifespan,
-        max_body_size=max_body_bytes,
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(HttpMetricsMiddleware)
     app.add_middleware(CorrelationIdMiddleware)
     app.include_router(operational_router(service, readiness or {}))

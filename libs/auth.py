@@ -111,7 +111,7 @@ class JwksVerifier:
         issuer: str,
         audience: str,
         cache_seconds: float = 300,
-        min_refresh_interval: float = 5.0,
+        min_refresh_interval: float = 1.0,
     ) -> None:
         self._url = jwks_url
         self._http = http
@@ -123,11 +123,21 @@ class JwksVerifier:
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
 
-    async def _refresh(self, *, force: bool) -> None:
+    async def _refresh(self, *, missing_kid: str | None = None) -> None:
+        """Fetch the JWKS when the cache is old, or because ``missing_kid`` is unknown.
+
+        Forced refetches happen at most once per ``min_refresh_interval``: a caller arriving
+        sooner waits for the interval to pass, so a just-rotated key is found without a 401
+        while a flood of made-up kids costs at most one fetch per interval.
+        """
         async with self._lock:
             age = time.monotonic() - self._fetched_at
-            if (not force and age < self._cache_seconds) or (force and age < self._min_refresh):
+            if missing_kid is None and age < self._cache_seconds:
                 return
+            if missing_kid is not None and missing_kid in self._keys:
+                return  # another caller fetched it while we waited for the lock
+            if missing_kid is not None and age < self._min_refresh:
+                await asyncio.sleep(self._min_refresh - age)
             try:
                 response = await self._http.get(self._url)
                 response.raise_for_status()
@@ -145,9 +155,9 @@ class JwksVerifier:
 
     async def verify(self, token: str) -> Principal:
         kid = token_kid(token)
-        await self._refresh(force=False)
+        await self._refresh()
         if kid not in self._keys:
-            await self._refresh(force=True)
+            await self._refresh(missing_kid=kid)
         key = self._keys.get(kid)
         if key is None:
             raise Unauthorized("The token was signed with an unknown key.", code="invalid_token")

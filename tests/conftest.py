@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from redis.asyncio import Redis
@@ -10,10 +11,11 @@ from redis.asyncio import Redis
 from devtools import infra
 from libs.redis import Keys
 from tests.support.isolation import (
+    AMQP_BASE,
     REDIS_URL,
+    VhostPool,
     temp_database,
     temp_redis_prefix,
-    temp_vhost,
 )
 
 
@@ -40,10 +42,19 @@ def keys(redis_prefix: str) -> Keys:
     return Keys(redis_prefix)
 
 
+@pytest.fixture(scope="session")
+def vhost_pool(_infrastructure: None) -> Iterator[VhostPool]:
+    pool = VhostPool()
+    yield pool
+    pool.close()
+
+
 @pytest.fixture
-async def amqp_url() -> AsyncIterator[str]:
-    async with temp_vhost() as url:
-        yield url
+async def amqp_url(vhost_pool: VhostPool) -> AsyncIterator[str]:
+    """A vhost of its own for this test (declared from scratch, deleted afterwards)."""
+    name = await asyncio.to_thread(vhost_pool.take)
+    yield f"{AMQP_BASE}/{name}"
+    vhost_pool.give_back(name)
 
 
 @pytest.fixture

@@ -20,7 +20,8 @@ async def test_claim_is_exclusive_then_sent_suppresses_repeats(redis, keys):
     assert (await b.acquire("email", nid, "email")).state is ClaimState.BUSY
     await a.mark_sent(first, "smtp")
     again = await b.acquire("email", nid, "email")
-    assert again.state is ClaimState.SENT and again.provider == "smtp"
+    assert again.state is ClaimState.SENT
+    assert again.provider == "smtp"
     await a_beat.stop()
 
 

@@ -1,4 +1,4 @@
-"""Topology, confirmed publishing and the consumer's ack/retry/dead-letter rules, on a real broker."""
+"""Topology, confirmed publishing and the ack/retry/dead-letter rules, on a real broker."""
 
 from __future__ import annotations
 
@@ -119,7 +119,8 @@ async def test_acked_message_leaves_the_queue(broker):
             break
         await asyncio.sleep(0.05)
     await consumer.stop()
-    assert len(seen) == 1 and seen[0].attempts == 0
+    assert len(seen) == 1
+    assert seen[0].attempts == 0
     assert await queue_depth(connection, "email.queue") == 0
 
 

@@ -44,7 +44,8 @@ async def test_transitions_follow_allowed_edges_and_build_a_timeline(store):
     r = await store.transition(
         n.notification_id, Status.PROCESSING, event="processing", service="t", count_attempt=True
     )
-    assert r.applied and r.previous is Status.PENDING
+    assert r.applied
+    assert r.previous is Status.PENDING
     r = await store.transition(
         n.notification_id, Status.DELIVERED, event="delivered", service="t", provider="smtp"
     )
@@ -53,7 +54,8 @@ async def test_transitions_follow_allowed_edges_and_build_a_timeline(store):
     late = await store.transition(
         n.notification_id, Status.PROCESSING, event="processing", service="t", count_attempt=True
     )
-    assert not late.applied and late.previous is Status.DELIVERED
+    assert not late.applied
+    assert late.previous is Status.DELIVERED
     record = await store.get(n.notification_id)
     assert record["status"] == "delivered"
     assert record["provider"] == "smtp"
@@ -65,7 +67,9 @@ async def test_transitions_follow_allowed_edges_and_build_a_timeline(store):
 async def test_event_without_status_change_keeps_status(store):
     n = _new()
     await store.create(n)
-    await store.transition(n.notification_id, None, event="attempt_failed", service="t", error="boom")
+    await store.transition(
+        n.notification_id, None, event="attempt_failed", service="t", error="boom"
+    )
     record = await store.get(n.notification_id)
     assert record["status"] == "pending"
     assert record["last_error"] == "boom"
@@ -74,7 +78,8 @@ async def test_event_without_status_change_keeps_status(store):
 
 async def test_missing_notification_reports_missing(store):
     result = await store.transition(str(uuid.uuid4()), Status.PROCESSING, event="x", service="t")
-    assert result.missing and not result.applied
+    assert result.missing
+    assert not result.applied
 
 
 async def test_search_filters_and_paginates_newest_first(store):
@@ -89,16 +94,20 @@ async def test_search_filters_and_paginates_newest_first(store):
 
     items, total = await store.search(user_id=user, channel=Channel.EMAIL, limit=2)
     assert total == 5
-    assert [i["notification_id"] for i in items] == [mine[0].notification_id, mine[1].notification_id]
+    assert [i["notification_id"] for i in items] == [
+        mine[0].notification_id,
+        mine[1].notification_id,
+    ]
     items, total = await store.search(user_id=user, channel=Channel.EMAIL, offset=4, limit=2)
     assert [i["notification_id"] for i in items] == [mine[4].notification_id]
 
     delivered, total = await store.search(status=Status.DELIVERED, user_id=user)
-    assert total == 1 and delivered[0]["notification_id"] == mine[0].notification_id
-    pending, total = await store.search(status=Status.PENDING, user_id=user)
+    assert total == 1
+    assert delivered[0]["notification_id"] == mine[0].notification_id
+    _pending, total = await store.search(status=Status.PENDING, user_id=user)
     assert total == 5  # 4 email + 1 push
 
-    everything, total = await store.search()
+    _everything, total = await store.search()
     assert total == 7
 
 

@@ -47,8 +47,10 @@ async def publish_raw(
 ) -> None:
     channel = await connection.channel(publisher_confirms=True)
     try:
-        target = await channel.get_exchange(exchange, ensure=False) if exchange else (
-            channel.default_exchange
+        target = (
+            await channel.get_exchange(exchange, ensure=False)
+            if exchange
+            else (channel.default_exchange)
         )
         await target.publish(aio_pika.Message(body, **properties), routing_key)
     finally:

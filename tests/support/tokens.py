@@ -44,8 +44,14 @@ class TokenMint:
         for kid in sorted(self.published):
             jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.keys[kid].public_key()))
             keys.append({**jwk, "kid": kid, "alg": ALGORITHM, "use": "sig"})
-        return {"success": True, "data": {"keys": keys}, "error": None, "message": None,
-                "meta": None, "keys": keys}
+        return {
+            "success": True,
+            "data": {"keys": keys},
+            "error": None,
+            "message": None,
+            "meta": None,
+            "keys": keys,
+        }
 
     def mint(
         self,

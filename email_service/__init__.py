@@ -1,0 +1,1 @@
+"""email_service: consumes email.queue, renders, sends over SMTP with failover, records status."""

@@ -1,0 +1,1 @@
+"""Email providers: each one implements libs.providers.Provider[EmailMessage]."""

@@ -1,0 +1,1 @@
+"""gateway: the public REST entry: auth, validation, rate limits, idempotency, publish, status."""

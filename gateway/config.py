@@ -1,0 +1,25 @@
+"""gateway settings (environment variables, see .env.example)."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+
+from libs.settings import MessagingSettings
+
+
+class GatewaySettings(MessagingSettings):
+    service_name: str = "gateway"
+    port: int = Field(default=8000, validation_alias=AliasChoices("GATEWAY_PORT", "PORT"))
+
+    # A request_id is remembered this long: the same id and body within it returns the first answer.
+    idempotency_ttl_seconds: int = 86400
+    # How long a request in flight holds its request_id before another may take over (crash).
+    idempotency_pending_seconds: int = 30
+
+    # Token bucket per caller (JWT subject), shared by every gateway replica.
+    rate_limit_per_second: float = 500.0
+    rate_limit_burst: int = 1000
+
+    # Refuse notifications for unknown users and templates (422) when their service answers;
+    # when it does not, accept and let delivery decide (the notification is never lost).
+    verify_references: bool = True

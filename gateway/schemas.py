@@ -1,0 +1,92 @@
+"""Request and response bodies of the gateway (snake_case JSON)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from libs.envelope import (
+    LANGUAGE_PATTERN,
+    PRIORITY_DEFAULT,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    Channel,
+    Status,
+)
+
+TEMPLATE_CODE_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,99}$"
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@/+=-]{0,127}$"
+
+
+class NotificationRequest(BaseModel):
+    """``POST /api/v1/notifications/``. Unknown fields are refused, so typos are not silent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    notification_type: Channel
+    user_id: UUID
+    template_code: str = Field(pattern=TEMPLATE_CODE_PATTERN)
+    variables: dict[str, Any] = Field(default_factory=dict)
+    request_id: str = Field(
+        pattern=REQUEST_ID_PATTERN,
+        description="The client's idempotency key: the same key and body are accepted once.",
+    )
+    priority: int = Field(
+        default=PRIORITY_DEFAULT,
+        ge=PRIORITY_MIN,
+        le=PRIORITY_MAX,
+        description="0 (normal) to 10 (most urgent); a higher priority overtakes a backlog.",
+    )
+    metadata: dict[str, Any] | None = None
+    language: str | None = Field(default=None, max_length=35, pattern=LANGUAGE_PATTERN)
+
+
+class NotificationAccepted(BaseModel):
+    notification_id: UUID
+    request_id: str
+    status: Status
+    created_at: datetime
+
+
+class TimelineEvent(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    at: datetime
+    event: str
+    status: Status | None = None
+    service: str | None = None
+    provider: str | None = None
+    error: str | None = None
+
+
+class NotificationStatus(BaseModel):
+    notification_id: UUID
+    request_id: str
+    notification_type: Channel
+    user_id: UUID
+    template_code: str
+    priority: int
+    language: str | None = None
+    status: Status
+    attempts: int
+    provider: str | None = None
+    last_error: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None = None
+    timeline: list[TimelineEvent] = []
+
+
+class StatusReport(BaseModel):
+    """``POST /api/v1/{notification_type}/status/``: a delivery service's or provider's report."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    notification_id: UUID
+    status: Status
+    timestamp: datetime
+    error: str | None = Field(default=None, max_length=2000)
+    provider: str | None = Field(default=None, max_length=100)

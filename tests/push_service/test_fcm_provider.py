@@ -1,0 +1,88 @@
+"""The FCM provider against a local server speaking FCM's v1 API and the OAuth token endpoint."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from devtools.fcm_stub import FcmStubState, create_fcm_stub, service_account
+from libs.providers import PermanentProviderError, RecipientGone, TransientProviderError
+from push_service.providers.fcm import AccessTokens, FcmProvider
+from tests.support.servers import free_port, live_server
+
+
+@pytest.fixture
+async def fcm():
+    state = FcmStubState()
+    port = free_port()
+    async with live_server(create_fcm_stub(state), port=port) as url:
+        yield state, url
+
+
+@pytest.fixture
+async def provider(fcm):
+    _state, url = fcm
+    account = service_account(f"{url}/token", project_id="demo-project")
+    async with httpx.AsyncClient(timeout=5) as http:
+        yield FcmProvider(
+            project_id="demo-project", base_url=url, tokens=AccessTokens(account), http=http
+        )
+
+
+def message(token: str = "device-1") -> dict:
+    return {"token": token, "notification": {"title": "Hi", "body": "There"}, "data": {"k": "v"}}
+
+
+async def test_send_authenticates_with_an_oauth_token_and_returns_the_message_name(fcm, provider):
+    state, _ = fcm
+    result = await provider.send(message())
+    assert result.provider == "fcm"
+    assert result.provider_message_id.startswith("projects/demo-project/messages/")
+    assert state.token_requests == 1
+    assert state.delivered_to("device-1")[0]["notification"] == {"title": "Hi", "body": "There"}
+    await provider.send(message())
+    assert state.token_requests == 1  # the access token is reused until it expires
+
+
+async def test_unregistered_token_is_gone(provider):
+    with pytest.raises(RecipientGone) as error:
+        await provider.send(message("dead-abc"))
+    assert error.value.code == "unregistered"
+
+
+async def test_invalid_token_is_gone_and_other_invalid_arguments_are_permanent(provider):
+    with pytest.raises(RecipientGone):
+        await provider.send(message("invalid-abc"))
+    bad = message() | {"data": {"count": 3}}
+    with pytest.raises(PermanentProviderError) as error:
+        await provider.send(bad)
+    assert not isinstance(error.value, RecipientGone)
+    assert error.value.code == "invalid_argument"
+
+
+@pytest.mark.parametrize(("mode", "status"), [("unavailable", 503), ("rate_limited", 429)])
+async def test_overload_is_transient_and_carries_retry_after(fcm, provider, mode, status):
+    state, _ = fcm
+    state.mode, state.retry_after = mode, 7
+    with pytest.raises(TransientProviderError) as error:
+        await provider.send(message())
+    assert str(status) in str(error.value)
+    assert error.value.retry_after_ms == 7000
+
+
+async def test_revoked_access_token_is_refreshed_once(fcm, provider):
+    state, _ = fcm
+    await provider.send(message())
+    state.issued.clear()  # the server forgot our token
+    await provider.send(message())
+    assert state.token_requests == 2
+
+
+async def test_unreachable_fcm_is_transient():
+    account = service_account("http://127.0.0.1:9/token")
+    async with httpx.AsyncClient(timeout=1) as http:
+        provider = FcmProvider(
+            project_id="p", base_url="http://127.0.0.1:9", tokens=AccessTokens(account), http=http
+        )
+        with pytest.raises(TransientProviderError):
+            await provider.send(message())
