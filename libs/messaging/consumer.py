@@ -54,8 +54,8 @@ class Delivery(Generic[M]):
         return _int_header(self.headers, H.ATTEMPTS)
 
     @property
-    def claim_waits(self) -> int:
-        return _int_header(self.headers, H.CLAIM_WAITS)
+    def waits(self) -> int:
+        return _int_header(self.headers, H.WAITS)
 
 
 def _int_header(headers: dict[str, Any], name: str) -> int:
@@ -76,9 +76,10 @@ class Ack:
 class Retry:
     """A transient failure: try again later through a delay queue.
 
-    ``not_before_ms`` asks for at least that much delay (a provider's Retry-After).
-    ``count_attempt=False`` parks the message without spending an attempt (the send claim is held
-    by another consumer that may have crashed).
+    ``not_before_ms`` asks for at least that much delay (a provider's Retry-After, a breaker's
+    remaining open time). ``count_attempt=False`` parks the message without spending an attempt:
+    no provider was called (the send claim is held by another consumer, or every provider's
+    breaker is open).
     """
 
     error: str
@@ -112,7 +113,8 @@ class RetryPolicy:
     delays_ms: tuple[int, ...] = (1000, 2000, 4000)
     jitter: float = 0.2
     claim_wait_ms: int = 2000
-    max_claim_waits: int = 30
+    park_delays_ms: tuple[int, ...] = (5_000, 15_000, 30_000, 60_000)
+    max_waits: int = 720
 
     @property
     def max_retries(self) -> int:
@@ -120,15 +122,21 @@ class RetryPolicy:
 
     def queue_delays(self) -> tuple[int, ...]:
         """Every delay that needs a queue."""
-        return tuple(sorted({*self.delays_ms, self.claim_wait_ms}))
+        return tuple(sorted({*self.delays_ms, self.claim_wait_ms, *self.park_delays_ms}))
 
     def delay_for(self, retry_number: int, not_before_ms: int = 0) -> tuple[int, int]:
         """(queue delay, jittered expiration) for retry number ``retry_number`` (1-based)."""
         base = self.delays_ms[min(retry_number, len(self.delays_ms)) - 1]
-        if not_before_ms > base:
-            # Honour a provider's Retry-After with the smallest delay queue that is long enough.
-            longer = [d for d in self.queue_delays() if d >= not_before_ms]
-            base = longer[0] if longer else max(self.queue_delays())
+        return self._jittered(max(base, not_before_ms))
+
+    def wait_delay(self, not_before_ms: int = 0) -> tuple[int, int]:
+        """(queue delay, expiration) for parking a message without spending an attempt."""
+        return self._jittered(max(self.claim_wait_ms, not_before_ms))
+
+    def _jittered(self, wanted_ms: int) -> tuple[int, int]:
+        # The smallest delay queue that is long enough (a provider's Retry-After can be long).
+        longer = [d for d in self.queue_delays() if d >= wanted_ms]
+        base = longer[0] if longer else max(self.queue_delays())
         factor = 1 + random.uniform(-self.jitter, self.jitter)  # noqa: S311 - jitter, not crypto
         return base, max(1, int(base * factor))
 
@@ -299,15 +307,14 @@ class QueueConsumer(Generic[M]):
             headers[H.ATTEMPTS] = retry_number
             queue_delay, expiration = policy.delay_for(retry_number, decision.not_before_ms)
         else:
-            waits = delivery.claim_waits + 1
-            if waits > policy.max_claim_waits:
+            waits = delivery.waits + 1
+            if waits > policy.max_waits:
                 await self._dead_letter(
                     raw, delivery, headers, RETRIES_EXHAUSTED, decision.error, decision.error_class
                 )
                 return RETRIES_EXHAUSTED
-            headers[H.CLAIM_WAITS] = waits
-            queue_delay = policy.claim_wait_ms
-            expiration = queue_delay
+            headers[H.WAITS] = waits
+            queue_delay, expiration = policy.wait_delay(decision.not_before_ms)
         headers[H.FAILURE_ERROR] = decision.error[:1000]
         headers[H.FAILURE_ERROR_CLASS] = decision.error_class
         try:

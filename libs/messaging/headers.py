@@ -3,8 +3,9 @@
 ATTEMPTS = "x-attempts"
 """Delivery attempts that already failed for this message (absent or 0 on the first delivery)."""
 
-CLAIM_WAITS = "x-claim-waits"
-"""Times the message was parked because another consumer held its send claim."""
+WAITS = "x-waits"
+"""Times the message was parked without spending an attempt: another consumer held its send claim,
+or every provider was unavailable (breaker open, rate limit)."""
 
 FAILURE_REASON = "x-failure-reason"
 """Why the message is in failed.queue: invalid_message, permanent_error, retries_exhausted, ..."""

@@ -31,7 +31,7 @@ from libs.messaging.topology import (
 )
 from tests.support.amqp import get_one, publish_raw, queue_depth
 
-POLICY = RetryPolicy(delays_ms=(100, 200), jitter=0.1, claim_wait_ms=100)
+POLICY = RetryPolicy(delays_ms=(100, 200), jitter=0.1, claim_wait_ms=100, park_delays_ms=(300,))
 TOPOLOGY = build_topology({c: POLICY.queue_delays() for c in Channel})
 
 
@@ -223,7 +223,7 @@ async def test_claim_waits_do_not_spend_attempts(broker):
     seen: list[tuple[int, int]] = []
 
     async def handler(delivery):
-        seen.append((delivery.attempts, delivery.claim_waits))
+        seen.append((delivery.attempts, delivery.waits))
         if len(seen) < 3:
             return Retry(error="claimed elsewhere", count_attempt=False)
         return Ack()
