@@ -200,10 +200,11 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8099)
     parser.add_argument("--write-service-account", type=Path, default=None)
+    parser.add_argument("--token-uri", default=None, help="token_uri to write (default: own URL)")
     args = parser.parse_args()
     if args.write_service_account:
         args.write_service_account.parent.mkdir(parents=True, exist_ok=True)
-        document = service_account(f"http://{args.host}:{args.port}/token")
+        document = service_account(args.token_uri or f"http://{args.host}:{args.port}/token")
         args.write_service_account.write_text(json.dumps(document, indent=2))
     print(f"fcm-stub: listening on http://{args.host}:{args.port}", flush=True)
     uvicorn.run(create_fcm_stub(), host=args.host, port=args.port, log_level="warning")

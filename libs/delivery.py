@@ -34,7 +34,7 @@ from libs.messaging.consumer import (
     Retry,
 )
 from libs.metrics import NOTIFICATIONS
-from libs.providers import ProviderError, RecipientGone, SendResult
+from libs.providers import ProviderError, ProviderUnavailable, RecipientGone, SendResult
 from libs.status import NewNotification, StatusStore
 
 log = structlog.get_logger(__name__)
@@ -214,6 +214,7 @@ class DeliveryPipeline:
         sent = [o for o in outcomes if isinstance(o, SendResult)]
         errors = [o for o in outcomes if isinstance(o, ProviderError)]
         transient = [e for e in errors if e.transient]
+        attempted = [e for e in transient if not isinstance(e, ProviderUnavailable)]
         busy = [o for o in outcomes if isinstance(o, _Busy)]
         if busy and not transient:
             # Another live consumer is sending (a redelivery overtook a slow send): look again
@@ -223,14 +224,26 @@ class DeliveryPipeline:
                 error_class="SendClaimBusy",
                 count_attempt=False,
             )
-        if transient:
+        if attempted:
             # Recipients already sent are marked; a retry sends only to the others.
-            first = transient[0]
+            first = attempted[0]
             await self._attempt_failed(nid, str(first), provider=first.provider)
             return Retry(
                 error=str(first),
                 error_class=type(first).__name__,
-                not_before_ms=max(e.retry_after_ms for e in transient),
+                not_before_ms=max(e.retry_after_ms for e in attempted),
+            )
+        if transient:
+            # No provider was called (breakers open, quotas used up): wait without an attempt.
+            first = transient[0]
+            await self._status.transition(
+                nid, None, event="waiting_for_provider", service=self._service, error=str(first)
+            )
+            return Retry(
+                error=str(first),
+                error_class=type(first).__name__,
+                not_before_ms=min(e.retry_after_ms for e in transient),
+                count_attempt=False,
             )
         if sent:
             providers = sorted({s.provider for s in sent})

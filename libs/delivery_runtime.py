@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import structlog
@@ -31,15 +31,29 @@ from libs.messaging.connection import connect
 from libs.messaging.consumer import QueueConsumer
 from libs.messaging.publisher import ConfirmedPublisher
 from libs.messaging.topology import declare_topology, delay_queue, work_queue
+from libs.providers import GuardedProvider, Provider
+from libs.ratelimit import TokenBucket
 from libs.redis import Keys, create_redis
+from libs.resilience import BreakerConfig, CircuitBreaker
 from libs.settings import MessagingSettings
 from libs.status import StatusStore
 
 log = structlog.get_logger(__name__)
 
+P = TypeVar("P")
+
 
 class DeliverySettings(MessagingSettings):
+    """Settings shared by the delivery services."""
+
     prefetch: int = 50
+    # Circuit breaker of each provider (shared by replicas through Redis).
+    breaker_failure_threshold: int = 5
+    breaker_window_seconds: float = 60.0
+    breaker_open_seconds: float = 30.0
+    breaker_half_open_successes: int = 2
+    # Longest a send waits for its provider's rate quota before trying the next provider.
+    rate_limit_max_wait_seconds: float = 2.0
     user_cache_seconds: int = 300
     preferences_cache_seconds: int = 3600
     render_cache_seconds: int = 3600
@@ -51,9 +65,41 @@ class DeliverySettings(MessagingSettings):
 class ManagedAdapter(ChannelAdapter, Protocol):
     async def close(self) -> None: ...
 
-    def health(self) -> Mapping[str, Any]:
-        """Provider details for /ready (breaker states, pool sizes)."""
+    async def health(self) -> Mapping[str, Any]:
+        """Provider details for /ready (order, breaker states)."""
         ...
+
+
+def guard(
+    provider: Provider[P],
+    *,
+    redis: Redis,
+    keys: Keys,
+    settings: DeliverySettings,
+    rate_per_second: float = 0,
+    burst: int | None = None,
+) -> GuardedProvider[P]:
+    """Wrap a provider with its breaker and (if ``rate_per_second`` > 0) its shared quota."""
+    limiter = None
+    if rate_per_second > 0:
+        limiter = TokenBucket(
+            redis,
+            keys.rate_limit(f"provider:{provider.name}"),
+            rate=rate_per_second,
+            capacity=burst or max(1, int(rate_per_second)),
+        )
+    breaker = CircuitBreaker(
+        redis,
+        keys.breaker(provider.name),
+        provider.name,
+        BreakerConfig(
+            failure_threshold=settings.breaker_failure_threshold,
+            window_seconds=settings.breaker_window_seconds,
+            open_seconds=settings.breaker_open_seconds,
+            half_open_successes=settings.breaker_half_open_successes,
+        ),
+    )
+    return GuardedProvider(provider, breaker, limiter, settings.rate_limit_max_wait_seconds)
 
 
 @dataclass(frozen=True)
@@ -65,6 +111,7 @@ class AdapterDeps:
     keys: Keys
     users: UserDirectory
     instance_id: str
+    settings: DeliverySettings
 
 
 AdapterFactory = Callable[[AdapterDeps], Awaitable[ManagedAdapter]]
@@ -132,7 +179,9 @@ def create_delivery_app(
             lease_ms=settings.claim_lease_ms,
             sent_ttl_seconds=settings.status_retention_seconds,
         )
-        adapter = await adapter_factory(AdapterDeps(http, redis, keys, users, instance_id))
+        adapter = await adapter_factory(
+            AdapterDeps(http, redis, keys, users, instance_id, settings)
+        )
         pipeline = DeliveryPipeline(
             adapter=adapter,
             users=users,
@@ -184,7 +233,7 @@ def create_delivery_app(
 
     async def providers_ready(request: Request) -> dict[str, Any]:
         runtime: DeliveryRuntime = request.app.state.runtime
-        return dict(runtime.adapter.health())
+        return dict(await runtime.adapter.health())
 
     return create_app(
         service=service,

@@ -7,8 +7,17 @@ ones go to failed.queue at once with their reason.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
+
+import structlog
+
+from libs.metrics import PROVIDER_SENDS
+from libs.ratelimit import TokenBucket
+from libs.resilience import CircuitBreaker
+
+log = structlog.get_logger(__name__)
 
 
 class ProviderError(Exception):
@@ -57,3 +66,105 @@ class Provider(Protocol[P_contra]):
     async def send(self, payload: P_contra) -> SendResult: ...
 
     async def close(self) -> None: ...
+
+
+class ProviderUnavailable(TransientProviderError):
+    """The provider was not called: its breaker is open or its send-rate quota is used up."""
+
+
+@dataclass(frozen=True)
+class GuardedProvider(Generic[P_contra]):
+    """A provider with its circuit breaker and optional shared send-rate limit."""
+
+    provider: Provider[P_contra]
+    breaker: CircuitBreaker
+    limiter: TokenBucket | None = None
+    max_rate_wait: float = 1.0
+
+    @property
+    def name(self) -> str:
+        return self.provider.name
+
+
+class FailoverChain(Generic[P_contra]):
+    """Send through the first provider that can take the message, in the configured order.
+
+    A provider is skipped when its breaker is open or its rate quota is exhausted, and left for the
+    next one when it fails transiently. A permanent error (this message or recipient is refused)
+    ends the chain: another provider would refuse it too. When every provider was skipped without
+    being called, the error is a :class:`ProviderUnavailable` carrying the shortest wait, so the
+    message is parked without spending one of its attempts.
+    """
+
+    def __init__(self, providers: Sequence[GuardedProvider[P_contra]]) -> None:
+        if not providers:
+            raise ValueError("at least one provider is required")
+        self.providers = list(providers)
+        self.name = "+".join(p.name for p in self.providers)
+
+    async def send(self, payload: P_contra) -> SendResult:
+        errors: list[ProviderError] = []
+        for guarded in self.providers:
+            if guarded.limiter is not None and not await guarded.limiter.take(
+                max_wait=guarded.max_rate_wait
+            ):
+                errors.append(
+                    ProviderUnavailable(
+                        guarded.name,
+                        "send-rate quota exhausted",
+                        code="rate_limited",
+                        retry_after_ms=int(guarded.max_rate_wait * 1000),
+                    )
+                )
+                continue
+            permit = await guarded.breaker.allow()
+            if not permit.allowed:
+                errors.append(
+                    ProviderUnavailable(
+                        guarded.name,
+                        f"circuit breaker {permit.state.value}",
+                        code="breaker_open",
+                        retry_after_ms=permit.retry_after_ms,
+                    )
+                )
+                continue
+            try:
+                result = await guarded.provider.send(payload)
+            except TransientProviderError as exc:
+                PROVIDER_SENDS.labels(guarded.name, "transient_error").inc()
+                await guarded.breaker.record(permit, success=False)
+                log.warning("provider.failed_over", provider=guarded.name, error=str(exc))
+                errors.append(exc)
+                continue
+            except PermanentProviderError:
+                PROVIDER_SENDS.labels(guarded.name, "permanent_error").inc()
+                await guarded.breaker.record(permit, success=True)  # the provider is healthy
+                raise
+            PROVIDER_SENDS.labels(guarded.name, "sent").inc()
+            await guarded.breaker.record(permit, success=True)
+            return result
+        called = [e for e in errors if not isinstance(e, ProviderUnavailable)]
+        if called:
+            last = called[-1]
+            raise TransientProviderError(
+                last.provider,
+                "; ".join(str(e) for e in errors),
+                code=last.code,
+                retry_after_ms=max(e.retry_after_ms for e in called),
+            )
+        raise ProviderUnavailable(
+            self.name,
+            "; ".join(str(e) for e in errors),
+            code=errors[0].code,
+            retry_after_ms=min(e.retry_after_ms for e in errors),
+        )
+
+    async def health(self) -> dict[str, Any]:
+        return {
+            "order": [p.name for p in self.providers],
+            "breakers": {p.name: (await p.breaker.state()).value for p in self.providers},
+        }
+
+    async def close(self) -> None:
+        for guarded in self.providers:
+            await guarded.provider.close()

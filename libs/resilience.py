@@ -129,9 +129,7 @@ class CircuitBreaker:
                 int(self._config.probe_lease_seconds * 1000),
             ],
         )
-        verdict, state, wait, failures = (
-            x.decode() if isinstance(x, bytes) else x for x in raw
-        )
+        verdict, state, wait, failures = (x.decode() if isinstance(x, bytes) else x for x in raw)
         return Permit(
             allowed=verdict != "reject",
             state=BreakerState(state),

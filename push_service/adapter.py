@@ -9,7 +9,7 @@ from libs.clients.templates import Rendered
 from libs.clients.users import Preferences, UserDirectory, UserProfile
 from libs.delivery import Recipient
 from libs.envelope import Channel, NotificationMessage
-from libs.providers import Provider, SendResult
+from libs.providers import FailoverChain, SendResult
 
 HIGH_PRIORITY = 5
 
@@ -40,7 +40,7 @@ def build_fcm_message(
 class PushAdapter:
     channel = Channel.PUSH
 
-    def __init__(self, provider: Provider[dict[str, Any]], users: UserDirectory) -> None:
+    def __init__(self, provider: FailoverChain[dict[str, Any]], users: UserDirectory) -> None:
         self._provider = provider
         self._users = users
 
@@ -65,5 +65,5 @@ class PushAdapter:
     async def close(self) -> None:
         await self._provider.close()
 
-    def health(self) -> Mapping[str, Any]:
-        return {"providers": [self._provider.name]}
+    async def health(self) -> Mapping[str, Any]:
+        return await self._provider.health()

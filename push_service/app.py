@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from libs.delivery_runtime import AdapterDeps, ManagedAdapter, create_delivery_app
+from libs.delivery_runtime import AdapterDeps, ManagedAdapter, create_delivery_app, guard
 from libs.envelope import Channel
+from libs.providers import FailoverChain
 from push_service.adapter import PushAdapter
 from push_service.config import PushSettings
 from push_service.providers.fcm import AccessTokens, FcmProvider, load_service_account
@@ -27,7 +28,14 @@ def create_app(settings: PushSettings | None = None) -> FastAPI:
             tokens=AccessTokens(info),
             http=deps.http,
         )
-        return PushAdapter(provider, deps.users)
+        guarded = guard(
+            provider,
+            redis=deps.redis,
+            keys=deps.keys,
+            settings=settings,
+            rate_per_second=settings.fcm_rate_per_second,
+        )
+        return PushAdapter(FailoverChain([guarded]), deps.users)
 
     return create_delivery_app(
         settings=settings,

@@ -1,1 +1,19 @@
-"""Email providers: each one implements libs.providers.Provider[EmailMessage]."""
+"""Email providers. Each one implements libs.providers.Provider[OutgoingEmail]."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class OutgoingEmail:
+    """One rendered email for one recipient, independent of how it is sent."""
+
+    sender: str
+    to_address: str
+    to_name: str
+    subject: str
+    text: str
+    html: str | None
+    message_id: str
+    headers: dict[str, str] = field(default_factory=dict)

@@ -13,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from email.headerregistry import Address
 from email.message import EmailMessage
+from email.utils import formatdate
 
 import aiosmtplib
 import structlog
 
+from email_service.providers import OutgoingEmail
 from libs.providers import PermanentProviderError, SendResult, TransientProviderError
 
 log = structlog.get_logger(__name__)
@@ -82,12 +85,13 @@ class SmtpProvider:
                 _close_quietly(conn)
         return await self._connect()
 
-    async def send(self, payload: EmailMessage) -> SendResult:
+    async def send(self, payload: OutgoingEmail) -> SendResult:
+        message = to_mime(payload)
         async with self._slots:
             conn: _Connection | None = None
             try:
                 conn = await self._checkout()
-                await conn.client.send_message(payload)
+                await conn.client.send_message(message)
             except aiosmtplib.SMTPRecipientsRefused as exc:
                 conn = _discard(conn)
                 codes = [r.code for r in exc.recipients]
@@ -116,7 +120,7 @@ class SmtpProvider:
                         _close_quietly(conn)
                     else:
                         self._idle.append(conn)
-        return SendResult(self.name, payload.get("Message-ID"))
+        return SendResult(self.name, payload.message_id)
 
     async def close(self) -> None:
         self._closed = True
@@ -126,6 +130,22 @@ class SmtpProvider:
                 await asyncio.wait_for(conn.client.quit(), 2)
             except (TimeoutError, aiosmtplib.SMTPException, OSError):
                 _close_quietly(conn)
+
+
+def to_mime(email: OutgoingEmail) -> EmailMessage:
+    """A multipart/alternative message: plain text first, HTML as the preferred alternative."""
+    mail = EmailMessage()
+    mail["From"] = email.sender
+    mail["To"] = Address(display_name=email.to_name, addr_spec=email.to_address)
+    mail["Subject"] = email.subject
+    mail["Date"] = formatdate(localtime=False)
+    mail["Message-ID"] = email.message_id
+    for name, value in email.headers.items():
+        mail[name] = value
+    mail.set_content(email.text)
+    if email.html:
+        mail.add_alternative(email.html, subtype="html")
+    return mail
 
 
 def _discard(conn: _Connection | None) -> _Connection | None:

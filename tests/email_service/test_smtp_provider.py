@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from email.message import EmailMessage
 
 import pytest
 
 from devtools.smtp_sink import SmtpSink
+from email_service.providers import OutgoingEmail
 from email_service.providers.smtp import SmtpConfig, SmtpProvider
 from libs.providers import PermanentProviderError, TransientProviderError
 
 
-def mail(n: int = 0) -> EmailMessage:
-    message = EmailMessage()
-    message["From"] = "Herald <no-reply@herald.local>"
-    message["To"] = "ada@example.com"
-    message["Subject"] = f"Hello {n}"
-    message["Message-ID"] = f"<{uuid.uuid4()}@herald.local>"
-    message["X-Notification-ID"] = str(uuid.uuid4())
-    message.set_content("plain")
-    message.add_alternative("<p>html</p>", subtype="html")
-    return message
+def mail(n: int = 0) -> OutgoingEmail:
+    return OutgoingEmail(
+        sender="Herald <no-reply@herald.local>",
+        to_address="ada@example.com",
+        to_name="Ada",
+        subject=f"Hello {n}",
+        text="plain",
+        html="<p>html</p>",
+        message_id=f"<{uuid.uuid4()}@herald.local>",
+        headers={"X-Notification-ID": str(uuid.uuid4())},
+    )
 
 
 @pytest.fixture
@@ -46,6 +47,9 @@ async def test_sends_and_reuses_pooled_connections(sink, provider):
     received = await sink.wait_for(40)
     assert len(received) == 40
     assert {m.subject for m in received} == {f"Hello {i}" for i in range(40)}
+    assert received[0].text.strip() == "plain"
+    assert received[0].html.strip() == "<p>html</p>"
+    assert received[0].headers["To"] == "Ada <ada@example.com>"
     assert provider.idle_connections <= 4
 
 

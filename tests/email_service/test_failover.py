@@ -1,0 +1,203 @@
+"""Provider failover: SMTP relay first, SendGrid's HTTP API next; breakers and quotas in Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import httpx
+import pytest
+
+from devtools.sendgrid_stub import SendGridStubState, create_sendgrid_stub
+from devtools.smtp_sink import SmtpSink
+from email_service.providers import OutgoingEmail
+from email_service.providers.sendgrid import SendGridProvider
+from email_service.providers.smtp import SmtpConfig, SmtpProvider
+from libs.providers import (
+    FailoverChain,
+    GuardedProvider,
+    PermanentProviderError,
+    ProviderUnavailable,
+    TransientProviderError,
+)
+from libs.ratelimit import TokenBucket
+from libs.resilience import BreakerConfig, BreakerState, CircuitBreaker
+from tests.support.servers import live_server
+
+BREAKER = BreakerConfig(failure_threshold=2, window_seconds=30, open_seconds=30)
+
+
+def email(n: int = 0) -> OutgoingEmail:
+    return OutgoingEmail(
+        sender="Herald <no-reply@herald.local>",
+        to_address="ada@example.com",
+        to_name="Ada",
+        subject=f"Hi {n}",
+        text="plain",
+        html="<b>html</b>",
+        message_id=f"<{uuid.uuid4()}@herald.local>",
+        headers={"X-Notification-ID": str(n)},
+    )
+
+
+@pytest.fixture
+def sink():
+    with SmtpSink() as running:
+        yield running
+
+
+@pytest.fixture
+async def sendgrid():
+    state = SendGridStubState(api_key="sg-key")
+    async with live_server(create_sendgrid_stub(state)) as url, httpx.AsyncClient() as http:
+        yield state, SendGridProvider(base_url=url, api_key="sg-key", http=http)
+
+
+@pytest.fixture
+def chain(redis, keys, sink, sendgrid):
+    def build(smtp_rate: float = 0, max_rate_wait: float = 1.0, breaker=BREAKER):
+        smtp = SmtpProvider(SmtpConfig("smtp", sink.host, sink.port, timeout=2, pool_size=4))
+        limiter = None
+        if smtp_rate:
+            limiter = TokenBucket(
+                redis,
+                keys.rate_limit("provider:smtp"),
+                rate=smtp_rate,
+                capacity=max(1, int(smtp_rate)),
+            )
+        return FailoverChain(
+            [
+                GuardedProvider(
+                    smtp,
+                    CircuitBreaker(redis, keys.breaker("smtp"), "smtp", breaker),
+                    limiter,
+                    max_rate_wait,
+                ),
+                GuardedProvider(
+                    sendgrid[1],
+                    CircuitBreaker(redis, keys.breaker("sendgrid"), "sendgrid", breaker),
+                ),
+            ]
+        )
+
+    return build
+
+
+async def test_first_provider_sends_when_healthy(chain, sink, sendgrid):
+    result = await chain().send(email())
+    assert result.provider == "smtp"
+    assert len(await sink.wait_for(1)) == 1
+    assert sendgrid[0].messages == []
+
+
+async def test_second_provider_takes_over_when_the_first_is_down(chain, sink, sendgrid):
+    sink.stop()
+    result = await chain().send(email(7))
+    assert result.provider == "sendgrid"
+    sent = sendgrid[0].messages[0]
+    assert sent["personalizations"][0]["to"] == [{"email": "ada@example.com", "name": "Ada"}]
+    assert sent["subject"] == "Hi 7"
+    assert {c["type"] for c in sent["content"]} == {"text/plain", "text/html"}
+    assert sent["custom_args"]["notification_id"] == "7"
+
+
+async def test_open_breaker_skips_the_provider_without_calling_it(
+    chain, sink, sendgrid, redis, keys
+):
+    providers = chain()
+    sink.stop()
+    for i in range(2):
+        assert (await providers.send(email(i))).provider == "sendgrid"
+    smtp_breaker = CircuitBreaker(redis, keys.breaker("smtp"), "smtp", BREAKER)
+    assert await smtp_breaker.state() is BreakerState.OPEN
+    sink.start()  # back, but the breaker keeps traffic away until its open time passes
+    assert (await providers.send(email(3))).provider == "sendgrid"
+    assert sink.handler.mails == []
+    health = await providers.health()
+    assert health == {
+        "order": ["smtp", "sendgrid"],
+        "breakers": {"smtp": "open", "sendgrid": "closed"},
+    }
+
+
+async def test_all_providers_failing_is_transient(chain, sink, sendgrid):
+    sink.stop()
+    sendgrid[0].mode = "unavailable"
+    with pytest.raises(TransientProviderError) as error:
+        await chain().send(email())
+    assert not isinstance(error.value, ProviderUnavailable)  # providers were called: an attempt
+
+
+async def test_all_breakers_open_parks_without_calling_anyone(chain, sink, sendgrid):
+    providers = chain()
+    sink.stop()
+    sendgrid[0].mode = "unavailable"
+    for _ in range(2):
+        with pytest.raises(TransientProviderError):
+            await providers.send(email())
+    calls_before = sendgrid[0].requests
+    with pytest.raises(ProviderUnavailable) as error:
+        await providers.send(email())
+    assert error.value.code == "breaker_open"
+    assert 0 < error.value.retry_after_ms <= 30_000
+    assert sendgrid[0].requests == calls_before
+
+
+async def test_permanent_refusal_does_not_fail_over(chain, sink, sendgrid):
+    sink.handler.mode = "reject"
+    with pytest.raises(PermanentProviderError):
+        await chain().send(email())
+    assert sendgrid[0].messages == []
+
+
+async def test_send_quota_is_shared_by_replicas(chain, sink):
+    """14 mails/s for the provider, whatever the number of consumers sending through it."""
+    replicas = [chain(smtp_rate=14, max_rate_wait=30) for _ in range(3)]
+    started = time.monotonic()
+    results = await asyncio.gather(*(replicas[i % 3].send(email(i)) for i in range(56)))
+    elapsed = time.monotonic() - started
+    assert {r.provider for r in results} == {"smtp"}
+    # a full bucket (14) goes at once, the other 42 at 14/s: about 3 seconds
+    assert elapsed >= 2.7
+    arrivals = sorted(m.received_at for m in await sink.wait_for(56))
+    busiest = max(sum(1 for t in arrivals if start <= t < start + 1.0) for start in arrivals)
+    assert busiest <= 14 + 14 + 1  # bucket capacity plus one second of refill (+1 for clocks)
+
+
+async def test_quota_exhausted_moves_on_to_the_next_provider(chain, sink, sendgrid):
+    providers = chain(smtp_rate=1, max_rate_wait=0.05)
+    first = await providers.send(email(1))
+    second = await providers.send(email(2))
+    assert first.provider == "smtp"
+    assert second.provider == "sendgrid"
+
+
+@pytest.mark.parametrize(("mode", "status"), [("rate_limited", 429), ("unavailable", 503)])
+async def test_sendgrid_overload_is_transient_with_retry_after(sendgrid, mode, status):
+    state, provider = sendgrid
+    state.mode, state.retry_after = mode, 4
+    with pytest.raises(TransientProviderError) as error:
+        await provider.send(email())
+    assert error.value.code == f"http_{status}"
+    assert error.value.retry_after_ms == 4000
+
+
+async def test_sendgrid_bad_key_is_transient_and_bad_request_permanent(sendgrid):
+    state, provider = sendgrid
+    state.api_key = "rotated"
+    with pytest.raises(TransientProviderError):
+        await provider.send(email())
+    state.api_key = "sg-key"
+    bad = OutgoingEmail(
+        sender="",
+        to_address="ada@example.com",
+        to_name="",
+        subject="s",
+        text="t",
+        html=None,
+        message_id="<m@x>",
+    )
+    with pytest.raises(PermanentProviderError) as error:
+        await provider.send(bad)
+    assert error.value.code == "http_400"
