@@ -1,0 +1,1 @@
+"""Tests of template_service against real PostgreSQL and Redis."""

@@ -1,0 +1,125 @@
+"""The render cache of delivery services (libs.clients.templates) stays correct across changes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from sqlmodel import select
+
+from libs.clients.cache import VersionedCache
+from libs.clients.http import ServiceClient, ServiceTokenProvider
+from libs.clients.templates import TemplateRenderer as CachedRenderer
+from libs.redis import Keys
+from template_service.models import Template
+from tests.template_service.conftest import TemplateApi, TokenFactory
+from tests.template_service.factories import push_template
+
+
+class FixedToken(ServiceTokenProvider):
+    def __init__(self, token: str) -> None:
+        self._fixed = token
+
+    async def token(self) -> str:
+        return self._fixed
+
+    def invalidate(self) -> None:
+        pass
+
+
+class CommitCheckingCache(VersionedCache):
+    """Records what another connection sees at the moment of each bump."""
+
+    def __init__(self, app: FastAPI, inner: VersionedCache) -> None:
+        self._app = app
+        self._inner = inner
+        self.seen: list[tuple[str, list[tuple[str, int]]]] = []
+
+    async def bump(self, kind: str, ident: str, keep_seconds: int = 7 * 86400) -> int:
+        async with self._app.state.sessions() as session:  # its own connection and transaction
+            rows = await session.exec(
+                select(Template).where(Template.code == ident, Template.deleted_at.is_(None))  # type: ignore[union-attr]
+            )
+            self.seen.append((kind, sorted((t.language, t.active_version) for t in rows)))
+        return await self._inner.bump(kind, ident, keep_seconds)
+
+
+async def test_cache_is_bumped_only_after_the_change_is_committed(
+    api: TemplateApi, app: FastAPI
+) -> None:
+    spy = CommitCheckingCache(app, app.state.cache)
+    app.state.cache = spy
+
+    await api.create(push_template())
+    await api.update("welcome_push", {"content": "v2"})
+    await api.update("welcome_push", {"content": "v3", "activate": False})
+    await api.request("POST", "/api/v1/templates/welcome_push/versions/1/activate")
+    await api.request("DELETE", "/api/v1/templates/welcome_push")
+
+    assert spy.seen == [
+        ("template", [("en", 1)]),
+        ("template", [("en", 2)]),
+        ("template", [("en", 2)]),
+        ("template", [("en", 1)]),
+        ("template", []),
+    ]
+
+
+async def test_delivery_side_cache_sees_every_change(
+    api: TemplateApi,
+    client: httpx.AsyncClient,
+    redis: Redis,
+    keys: Keys,
+    token_factory: TokenFactory,
+) -> None:
+    requests: list[str] = []
+
+    async def count(request: httpx.Request) -> None:
+        requests.append(request.url.path)
+
+    client.event_hooks["request"].append(count)
+    service = ServiceClient(
+        "template_service", "http://testserver", client, FixedToken(token_factory("service"))
+    )
+    renderer = CachedRenderer(service, VersionedCache(redis, keys))
+    variables: dict[str, Any] = {"name": "Ana", "avatar": "a", "link": "herald://x"}
+    await api.create(push_template(content="first {{ name }}"))
+    requests.clear()
+
+    one = await renderer.render("welcome_push", None, variables)
+    two = await renderer.render("welcome_push", None, variables)
+    assert (one.body, two.body, one.version) == ("first Ana", "first Ana", 1)
+    assert len(requests) == 1  # the second came from Redis
+
+    await api.update("welcome_push", {"content": "second {{ name }}"})
+    three = await renderer.render("welcome_push", None, variables)
+    assert (three.body, three.version) == ("second Ana", 2)
+
+    await api.request("POST", "/api/v1/templates/welcome_push/versions/1/activate")
+    four = await renderer.render("welcome_push", None, variables)
+    assert (four.body, four.version) == ("first Ana", 1)
+
+
+class BrokenCache(VersionedCache):
+    def __init__(self) -> None:
+        pass
+
+    async def bump(self, kind: str, ident: str, keep_seconds: int = 7 * 86400) -> int:
+        raise RedisConnectionError("redis is down")
+
+
+async def test_a_failed_cache_bump_keeps_the_saved_change_and_says_so(
+    api: TemplateApi, app: FastAPI
+) -> None:
+    await api.create(push_template())
+    app.state.cache = BrokenCache()
+
+    response = await api.request("PUT", "/api/v1/templates/welcome_push", json={"content": "new"})
+
+    assert response.status_code == 200
+    assert "could not be invalidated" in response.json()["message"]
+    current = (await api.request("GET", "/api/v1/templates/welcome_push")).json()["data"]
+    assert (current["version"], current["content"]) == (2, "new")
