@@ -134,7 +134,7 @@ def main() -> None:
     env.setdefault("LOG_FORMAT", "console")
     RUN_DIR.mkdir(exist_ok=True)
     helpers: list[subprocess.Popen[bytes]] = []
-    sink = settings.smtp_host is None
+    sink = not settings.smtp_host
     if sink:
         env["SMTP_HOST"], env["SMTP_PORT"] = "127.0.0.1", str(settings.smtp_port)
         helpers.append(

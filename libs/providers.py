@@ -21,6 +21,9 @@ log = structlog.get_logger(__name__)
 
 
 class ProviderError(Exception):
+    """``provider_fault`` says whether the provider itself is unwell (counts against its breaker)
+    or it answered properly about this one message (a deferred or refused recipient)."""
+
     transient = True
 
     def __init__(
@@ -30,11 +33,13 @@ class ProviderError(Exception):
         *,
         code: str = "provider_error",
         retry_after_ms: int = 0,
+        provider_fault: bool = True,
     ) -> None:
         super().__init__(f"{provider}: {message}")
         self.provider = provider
         self.code = code
         self.retry_after_ms = retry_after_ms
+        self.provider_fault = provider_fault
 
 
 class TransientProviderError(ProviderError):
@@ -132,7 +137,7 @@ class FailoverChain(Generic[P_contra]):
                 result = await guarded.provider.send(payload)
             except TransientProviderError as exc:
                 PROVIDER_SENDS.labels(guarded.name, "transient_error").inc()
-                await guarded.breaker.record(permit, success=False)
+                await guarded.breaker.record(permit, success=not exc.provider_fault)
                 log.warning("provider.failed_over", provider=guarded.name, error=str(exc))
                 errors.append(exc)
                 continue

@@ -6,7 +6,7 @@ variables are the upper-case field names, documented in ``.env.example``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -55,6 +55,17 @@ class ServiceSettings(BaseSettings):
     # Upper bound for request bodies, in bytes (413 above it).
     max_body_bytes: int = 65_536
     http_timeout_seconds: float = 5.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_unset(cls, data: Any) -> Any:
+        """``SMTP_HOST=`` in a .env file means "not configured" for fields that default to None."""
+        if isinstance(data, dict):
+            for name, value in list(data.items()):
+                field = cls.model_fields.get(name)
+                if value == "" and field is not None and field.default is None:
+                    data[name] = None
+        return data
 
     @model_validator(mode="after")
     def _refuse_development_secrets_in_production(self) -> ServiceSettings:

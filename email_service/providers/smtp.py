@@ -5,7 +5,9 @@ connection per mail about half of one (ARCHITECTURE.md). A connection that faile
 discarded, never returned to the pool; an idle one is checked with NOOP before reuse.
 
 Classification: 5xx replies for a recipient or the message are permanent; 4xx replies, timeouts
-and connection errors are transient.
+and connection errors are transient. Only connection errors, timeouts and replies outside a
+recipient (421 service not available, ...) count against the relay's circuit breaker: a deferred
+recipient means the relay is working.
 """
 
 from __future__ import annotations
@@ -98,9 +100,13 @@ class SmtpProvider:
                 detail = "; ".join(f"{r.code} {r.message}" for r in exc.recipients)
                 if codes and all(code >= 500 for code in codes):
                     raise PermanentProviderError(
-                        self.name, f"recipient refused: {detail}", code="recipient_refused"
+                        self.name, f"recipient refused: {detail}", code="recipient_refused",
+                        provider_fault=False,
                     ) from exc
-                raise TransientProviderError(self.name, f"recipient deferred: {detail}") from exc
+                raise TransientProviderError(
+                    self.name, f"recipient deferred: {detail}", code="recipient_deferred",
+                    provider_fault=False,
+                ) from exc
             except aiosmtplib.SMTPResponseException as exc:
                 conn = _discard(conn)
                 if exc.code >= 500 and not isinstance(exc, aiosmtplib.SMTPAuthenticationError):

@@ -201,3 +201,13 @@ async def test_sendgrid_bad_key_is_transient_and_bad_request_permanent(sendgrid)
     with pytest.raises(PermanentProviderError) as error:
         await provider.send(bad)
     assert error.value.code == "http_400"
+
+
+async def test_deferred_recipients_do_not_open_the_breaker(chain, sink, sendgrid, redis, keys):
+    """451 for a recipient is the relay working: fail over, but keep the relay's breaker closed."""
+    providers = chain()
+    sink.handler.mode = "tempfail"
+    for i in range(4):
+        assert (await providers.send(email(i))).provider == "sendgrid"
+    smtp_breaker = CircuitBreaker(redis, keys.breaker("smtp"), "smtp", BREAKER)
+    assert await smtp_breaker.state() is BreakerState.CLOSED
