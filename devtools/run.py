@@ -39,7 +39,7 @@ class LauncherSettings(BaseSettings):
     fcm_stub_port: int = 8099
     admin_email: str = "admin@herald.local"
     admin_password: str = "admin12345!"
-    demo_user_email: str = "demo@herald.local"
+    demo_user_email: str = "demo@example.com"  # EmailStr refuses special-use domains (.local)
     demo_user_password: str = "demo-password-1"
 
 

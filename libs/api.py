@@ -21,6 +21,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -197,6 +201,29 @@ async def _http_error(_: Request, exc: Exception) -> Response:
     return _error_response(exc.status_code, code, message, headers=exc.headers)
 
 
+# Losing PostgreSQL, Redis or a peer mid-request is the infrastructure's fault, not the client's
+# and not a bug: answer 503 (retryable) instead of 500.
+DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    SQLAlchemyTimeoutError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+async def _dependency_unavailable(_: Request, exc: Exception) -> Response:
+    log.warning("http.dependency_unavailable", error=repr(exc))
+    return _error_response(
+        503,
+        "service_unavailable",
+        "A dependency is unavailable; try again shortly.",
+        headers={"Retry-After": "5"},
+    )
+
+
 async def _unexpected_error(_: Request, exc: Exception) -> Response:
     log.exception("http.unhandled_error", error=repr(exc))
     return _error_response(
@@ -210,6 +237,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for error in DEPENDENCY_ERRORS:
+        app.add_exception_handler(error, _dependency_unavailable)
     app.add_exception_handler(Exception, _unexpected_error)
 
 

@@ -40,7 +40,9 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             raise
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": commit (or roll back) before the response is sent. With FastAPI's default
+# "request" scope the commit would run after the client already received its 2xx.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 def _asyncpg_dsn(url: str, database: str | None = None) -> str:

@@ -1,0 +1,171 @@
+"""POST /api/v1/auth/login: tokens, uniform failures, lockout and slow-down."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from sqlmodel import select
+
+from libs.db import create_engine, session_factory
+from tests.support.servers import app_client
+from tests.user_service.conftest import PASSWORD, make_settings, register, unique_email
+from user_service.app import create_app
+from user_service.models import User
+from user_service.throttle import slowdown_seconds
+
+LOGIN = "/api/v1/auth/login"
+
+
+async def _attempt(client, email, password):
+    return await client.post(LOGIN, json={"email": email, "password": password})
+
+
+async def test_login_returns_a_bearer_token_and_the_user(client, settings):
+    user = await register(client, name="Login Person")
+
+    response = await _attempt(client, user["email"], PASSWORD)
+
+    assert response.status_code == 200
+    data = response.json()["data"]
+    assert data["token_type"] == "bearer"
+    assert data["expires_in"] == settings.access_token_ttl_seconds
+    assert data["access_token"].count(".") == 2
+    assert data["user"] == {
+        "id": user["id"],
+        "name": "Login Person",
+        "email": user["email"],
+        "role": "user",
+    }
+
+
+async def test_login_ignores_email_case_and_spaces(client):
+    user = await register(client)
+
+    response = await _attempt(client, f"  {user['email'].upper()} ", PASSWORD)
+
+    assert response.status_code == 200
+
+
+async def test_wrong_password_and_unknown_email_fail_alike(client):
+    user = await register(client)
+
+    wrong = await _attempt(client, user["email"], "wrong-password-1")
+    unknown = await _attempt(client, unique_email("nobody"), PASSWORD)
+
+    assert wrong.status_code == unknown.status_code == 401
+    assert wrong.json()["error"] == unknown.json()["error"] == "invalid_credentials"
+    assert wrong.json()["message"] == unknown.json()["message"]
+
+
+async def test_login_body_is_validated(client):
+    response = await client.post(LOGIN, json={"email": "x@example.com"})
+
+    assert response.status_code == 422
+    assert response.json()["data"]["errors"][0]["field"] == "password"
+
+
+async def test_five_failures_lock_the_account_even_for_the_right_password(client, settings):
+    user = await register(client)
+    failures = [await _attempt(client, user["email"], "wrong-password-1") for _ in range(5)]
+
+    locked = await _attempt(client, user["email"], PASSWORD)
+
+    assert [r.status_code for r in failures] == [401] * 5
+    assert locked.status_code == 429
+    assert locked.json()["error"] == "too_many_attempts"
+    retry_after = int(locked.headers["Retry-After"])
+    assert 0 < retry_after <= settings.login_lockout_seconds
+
+
+async def test_unknown_emails_lock_too_so_lockout_reveals_nothing(client):
+    email = unique_email("ghost")
+    for _ in range(5):
+        await _attempt(client, email, "wrong-password-1")
+
+    response = await _attempt(client, email, "wrong-password-1")
+
+    assert response.status_code == 429
+
+
+async def test_lockout_expires(migrated_url, redis_prefix):
+    settings = make_settings(
+        migrated_url, redis_prefix, login_max_failures=2, login_lockout_seconds=1
+    )
+    async with app_client(create_app(settings)) as client:
+        user = await register(client)
+        for _ in range(2):
+            await _attempt(client, user["email"], "wrong-password-1")
+        assert (await _attempt(client, user["email"], PASSWORD)).status_code == 429
+
+        await asyncio.sleep(1.2)
+
+        assert (await _attempt(client, user["email"], PASSWORD)).status_code == 200
+
+
+async def test_a_successful_login_resets_the_failure_count(client):
+    user = await register(client)
+    for _ in range(4):
+        await _attempt(client, user["email"], "wrong-password-1")
+    assert (await _attempt(client, user["email"], PASSWORD)).status_code == 200
+
+    after_reset = [await _attempt(client, user["email"], "wrong-password-1") for _ in range(4)]
+
+    assert [r.status_code for r in after_reset] == [401] * 4
+
+
+async def test_repeated_failures_slow_down_further_attempts(migrated_url, redis_prefix):
+    settings = make_settings(
+        migrated_url,
+        redis_prefix,
+        login_slowdown_after=2,
+        login_slowdown_base_seconds=0.2,
+        login_slowdown_max_seconds=0.3,
+        login_max_failures=10,
+    )
+    async with app_client(create_app(settings)) as client:
+        user = await register(client)
+        durations = []
+        for _ in range(5):
+            started = time.perf_counter()
+            await _attempt(client, user["email"], "wrong-password-1")
+            durations.append(time.perf_counter() - started)
+
+    # failures before each attempt: 0, 1 -> no delay; 2 -> 0.2 s; 3, 4 -> capped at 0.3 s
+    assert durations[0] < 0.15
+    assert durations[1] < 0.15
+    assert durations[2] >= 0.2
+    assert durations[3] >= 0.3
+    assert durations[4] >= 0.3
+
+
+@pytest.mark.parametrize(
+    ("failures", "expected"), [(0, 0.0), (1, 0.0), (2, 0.25), (3, 0.5), (4, 1.0), (9, 2.0)]
+)
+def test_slowdown_doubles_per_failure_up_to_the_cap(failures, expected):
+    settings = make_settings(
+        "postgresql+asyncpg://unused/db",
+        "unused:",
+        login_slowdown_base_seconds=0.25,
+        login_slowdown_max_seconds=2.0,
+        login_slowdown_after=2,
+    )
+
+    assert slowdown_seconds(failures, settings) == expected
+
+
+async def test_login_upgrades_a_hash_made_with_weaker_parameters(client, settings, migrated_url):
+    user = await register(client)  # hashed with time_cost=1
+    stronger = settings.model_copy(update={"argon2_time_cost": 2})
+    async with app_client(create_app(stronger)) as other_replica:
+        assert (await _attempt(other_replica, user["email"], PASSWORD)).status_code == 200
+
+    engine = create_engine(migrated_url)
+    try:
+        async with session_factory(engine)() as session:
+            stored = (await session.exec(select(User).where(User.email == user["email"]))).one()
+    finally:
+        await engine.dispose()
+    assert ",t=2," in stored.password_hash
+    assert (await _attempt(client, user["email"], PASSWORD)).status_code == 200

@@ -1,0 +1,90 @@
+"""Login throttling in Redis, shared by every replica.
+
+Failures are counted per email (hashed: Redis keys carry no addresses) in a window of
+``login_failure_window_seconds`` that starts at the first failure. Reaching ``login_max_failures``
+locks the email for ``login_lockout_seconds``: every attempt then gets 429 ``too_many_attempts``
+with ``Retry-After``, whatever the password. Before the lock, attempts after
+``login_slowdown_after`` failures wait a delay that doubles with each failure. Unknown emails are
+counted the same way, so the lock does not tell which emails have accounts. A successful login
+clears the count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+from redis.asyncio import Redis
+
+from libs.api import RateLimited
+from libs.redis import Keys
+from user_service.config import UserSettings
+
+# KEYS: failures, lock. ARGV: window, max failures, lockout. Returns the failure count.
+_RECORD_FAILURE = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+if count >= tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[2], '1', 'EX', ARGV[3])
+  redis.call('DEL', KEYS[1])
+end
+return count
+"""
+
+
+def slowdown_seconds(failures: int, settings: UserSettings) -> float:
+    """The wait before an attempt that follows ``failures`` recent failures."""
+    if failures < settings.login_slowdown_after:
+        return 0.0
+    delay = settings.login_slowdown_base_seconds * 2 ** (failures - settings.login_slowdown_after)
+    return float(min(delay, settings.login_slowdown_max_seconds))
+
+
+class LoginThrottle:
+    def __init__(self, redis: Redis, keys: Keys, settings: UserSettings) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._settings = settings
+        self._record = redis.register_script(_RECORD_FAILURE)
+
+    def _names(self, email: str) -> tuple[str, str]:
+        digest = hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
+        return (
+            self._keys.rate_limit(f"login-failures:{digest}"),
+            self._keys.rate_limit(f"login-lock:{digest}"),
+        )
+
+    async def admit(self, email: str) -> None:
+        """Refuse a locked email; otherwise wait the slow-down its recent failures earned."""
+        failures_key, lock_key = self._names(email)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.ttl(lock_key)
+        pipe.get(failures_key)
+        lock_ttl, failures_raw = await pipe.execute()
+        if lock_ttl != -2:  # -2: no lock; -1 cannot happen (always set with EX) but is a lock
+            retry_after = lock_ttl if lock_ttl > 0 else self._settings.login_lockout_seconds
+            raise RateLimited(
+                f"Too many failed logins for this account; try again in {retry_after} s.",
+                code="too_many_attempts",
+                headers={"Retry-After": str(retry_after)},
+            )
+        delay = slowdown_seconds(int(failures_raw or 0), self._settings)
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def record_failure(self, email: str) -> int:
+        """Count a failure; returns the count (the lock is set when it reaches the maximum)."""
+        failures_key, lock_key = self._names(email)
+        settings = self._settings
+        count = await self._record(
+            keys=[failures_key, lock_key],
+            args=[
+                settings.login_failure_window_seconds,
+                settings.login_max_failures,
+                settings.login_lockout_seconds,
+            ],
+        )
+        return int(count)
+
+    async def reset(self, email: str) -> None:
+        await self._redis.delete(*self._names(email))
