@@ -169,8 +169,12 @@ class Stack:
         for spec in SERVICES:
             self.wait_ready(self.start(spec.name), timeout)
 
-    def stop(self, process: Process, timeout: float = 30.0) -> int:
-        """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
+    def stop(self, process: Process, timeout: float = 30.0) -> bool:
+        """SIGTERM, then SIGKILL after ``timeout``. True if it exited on its own (gracefully).
+
+        uvicorn finishes its graceful shutdown and then re-raises the SIGTERM it caught, so a
+        graceful exit status is -SIGTERM (or 0), never -SIGKILL.
+        """
         if process.alive:
             process.popen.send_signal(signal.SIGTERM)
             try:
@@ -178,7 +182,7 @@ class Stack:
             except subprocess.TimeoutExpired:
                 process.popen.kill()
                 process.popen.wait(5)
-        return int(process.popen.returncode)
+        return process.popen.returncode in (0, -signal.SIGTERM)
 
     def kill(self, process: Process) -> None:
         process.popen.kill()
