@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import email
+import json
 import signal
 import threading
 import time
@@ -49,16 +50,29 @@ def _parts(message: EmailMessage) -> tuple[str | None, str | None]:
 
 
 class SinkHandler:
-    def __init__(self, maildir: Path | None = None, echo: bool = False) -> None:
-        self.mode = "accept"
+    def __init__(
+        self,
+        maildir: Path | None = None,
+        echo: bool = False,
+        record: Path | None = None,
+        mode: str = "accept",
+        delay_rcpt: float = 0.0,
+        delay_data: float = 0.0,
+    ) -> None:
+        self.mode = mode
+        self.delay_rcpt = delay_rcpt
+        self.delay_data = delay_data  # after accepting a message, before saying so
         self.mails: list[ReceivedMail] = []
         self._lock = threading.Lock()
         self._maildir = maildir
         self._echo = echo
+        self._record = record.open("a", buffering=1) if record else None
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd hook name
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        if self.delay_rcpt:
+            await asyncio.sleep(self.delay_rcpt)
         if self.mode == "reject":
             return "550 5.1.1 Mailbox unavailable"
         if self.mode == "tempfail":
@@ -85,6 +99,14 @@ class SinkHandler:
         with self._lock:
             self.mails.append(mail)
             count = len(self.mails)
+        if self._record is not None:
+            line = {
+                "notification_id": mail.notification_id,
+                "received_at": mail.received_at,
+                "subject": mail.subject,
+                "to": list(mail.rcpt_tos),
+            }
+            self._record.write(json.dumps(line) + "\n")
         if self._maildir is not None:
             name = f"{int(mail.received_at * 1000)}-{mail.notification_id or count}.eml"
             (self._maildir / name).write_bytes(content)
@@ -94,6 +116,8 @@ class SinkHandler:
                 f"subject={mail.subject!r} notification={mail.notification_id}",
                 flush=True,
             )
+        if self.delay_data:
+            await asyncio.sleep(self.delay_data)
         return "250 2.0.0 OK queued"
 
     def snapshot(self) -> list[ReceivedMail]:
@@ -168,10 +192,28 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=1025)
     parser.add_argument("--maildir", type=Path, default=None)
+    parser.add_argument("--record", type=Path, default=None, help="append a JSON line per mail")
+    parser.add_argument("--mode", choices=("accept", "tempfail", "reject"), default="accept")
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--delay-rcpt", type=float, default=0.0, help="seconds before RCPT reply")
+    parser.add_argument(
+        "--delay-data",
+        type=float,
+        default=0.0,
+        help="seconds between accepting a message and replying 250",
+    )
     args = parser.parse_args()
     if args.maildir:
         args.maildir.mkdir(parents=True, exist_ok=True)
-    sink = SmtpSink(args.host, args.port, SinkHandler(args.maildir, echo=True)).start()
+    handler = SinkHandler(
+        args.maildir,
+        echo=not args.quiet,
+        record=args.record,
+        mode=args.mode,
+        delay_rcpt=args.delay_rcpt,
+        delay_data=args.delay_data,
+    )
+    sink = SmtpSink(args.host, args.port, handler).start()
     print(f"smtp-sink: listening on {args.host}:{args.port}", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

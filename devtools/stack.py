@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -90,22 +91,27 @@ class Stack:
         return f"http://127.0.0.1:{self.ports[name]}"
 
     def prepare(self) -> None:
-        """Create and migrate each service's database; seed the admin and demo templates."""
-        for spec in SERVICES:
-            steps = (["migrate"] if spec.migrate else []) + (["seed"] if spec.seed else [])
-            for step in steps:
-                result = subprocess.run(
-                    [self.python, "-m", spec.name, step],
-                    cwd=ROOT,
-                    env=self.env,
-                    capture_output=True,
-                    text=True,
-                    timeout=120,
-                )
-                if result.returncode != 0:
-                    raise RuntimeError(
-                        f"{spec.name} {step} failed:\n{result.stdout}\n{result.stderr}"
-                    )
+        """Create and migrate each service's database; seed the admin and demo templates.
+
+        Services own separate databases, so they are prepared in parallel.
+        """
+        with ThreadPoolExecutor(max_workers=len(SERVICES)) as pool:
+            for future in [pool.submit(self._prepare, spec) for spec in SERVICES]:
+                future.result()
+
+    def _prepare(self, spec: ServiceSpec) -> None:
+        steps = (["migrate"] if spec.migrate else []) + (["seed"] if spec.seed else [])
+        for step in steps:
+            result = subprocess.run(
+                [self.python, "-m", spec.name, step],
+                cwd=ROOT,
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            if result.returncode != 0:
+                raise RuntimeError(f"{spec.name} {step} failed:\n{result.stdout}\n{result.stderr}")
 
     def start(
         self, name: str, *, port: int | None = None, extra_env: Mapping[str, str] | None = None
@@ -166,8 +172,9 @@ class Stack:
         return "\n--- last log lines ---\n" + "\n".join(text)
 
     def start_all(self, timeout: float = 60.0) -> None:
-        for spec in SERVICES:
-            self.wait_ready(self.start(spec.name), timeout)
+        """Start every service at once (none needs another to start), then wait for each."""
+        for process in [self.start(spec.name) for spec in SERVICES]:
+            self.wait_ready(process, timeout)
 
     def stop(self, process: Process, timeout: float = 30.0) -> bool:
         """SIGTERM, then SIGKILL after ``timeout``. True if it exited on its own (gracefully).

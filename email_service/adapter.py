@@ -11,7 +11,7 @@ from libs.clients.users import Preferences, UserProfile
 from libs.delivery import Recipient
 from libs.envelope import Channel, NotificationMessage
 from libs.logging import get_correlation_id
-from libs.providers import FailoverChain, SendResult
+from libs.providers import Commit, FailoverChain, SendResult
 
 
 def build_email(
@@ -55,9 +55,10 @@ class EmailAdapter:
         user: UserProfile,
         rendered: Rendered,
         recipient: Recipient,
+        commit: Commit | None = None,
     ) -> SendResult:
         email = build_email(sender=self._sender, message=message, user=user, rendered=rendered)
-        return await self._providers.send(email)
+        return await self._providers.send(email, commit)
 
     async def recipient_gone(self, user: UserProfile, recipient: Recipient, reason: str) -> None:
         """Addresses are the user's to fix; a refused address is reported, not pruned."""

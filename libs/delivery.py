@@ -34,7 +34,13 @@ from libs.messaging.consumer import (
     Retry,
 )
 from libs.metrics import NOTIFICATIONS
-from libs.providers import ProviderError, ProviderUnavailable, RecipientGone, SendResult
+from libs.providers import (
+    Commit,
+    ProviderError,
+    ProviderUnavailable,
+    RecipientGone,
+    SendResult,
+)
 from libs.status import NewNotification, StatusStore
 
 log = structlog.get_logger(__name__)
@@ -60,6 +66,7 @@ class ChannelAdapter(Protocol):
         user: UserProfile,
         rendered: Rendered,
         recipient: Recipient,
+        commit: Commit | None = None,
     ) -> SendResult: ...
 
     async def recipient_gone(self, user: UserProfile, recipient: Recipient, reason: str) -> None:
@@ -148,13 +155,18 @@ class DeliveryPipeline:
     ) -> Decision | None:
         """Mark ``processing``; returns a decision when there is nothing (more) to do."""
         nid = str(message.notification_id)
-        details = {"attempt": delivery.attempts + 1, "redelivered": delivery.redelivered or None}
+        attempt = delivery.attempts + 1
+        details = {
+            "attempt": attempt,
+            "redelivered": delivery.redelivered or None,
+            "waits": delivery.waits or None,
+        }
         result = await self._status.transition(
             nid,
             Status.PROCESSING,
             event="processing",
             service=self._service,
-            count_attempt=True,
+            attempt=attempt,
             details=details,
         )
         if result.missing:
@@ -176,7 +188,7 @@ class DeliveryPipeline:
                 Status.PROCESSING,
                 event="processing",
                 service=self._service,
-                count_attempt=True,
+                attempt=attempt,
                 details=details,
             )
         elif not result.applied and result.previous in TERMINAL_STATUSES:
@@ -269,12 +281,18 @@ class DeliveryPipeline:
         nid = str(message.notification_id)
         claim = await self._claims.acquire(self._channel.value, nid, recipient.key)
         if claim.state is ClaimState.SENT:
-            log.info("delivery.duplicate_suppressed", notification_id=nid, recipient=recipient.key)
+            log.info(
+                "delivery.duplicate_suppressed",
+                notification_id=nid,
+                recipient=recipient.key,
+                assumed=claim.assumed,
+            )
             return SendResult(provider=claim.provider or "unknown")
         if claim.state is ClaimState.BUSY:
             return _Busy(recipient.key)
+        commit = self._claims.commit_mark(claim)
         try:
-            result = await self._adapter.send(message, user, rendered, recipient)
+            result = await self._adapter.send(message, user, rendered, recipient, commit)
         except ProviderError as exc:
             await self._claims.release(claim)
             if isinstance(exc, RecipientGone):

@@ -172,12 +172,15 @@ def create_delivery_app(
         instance_id = new_instance_id(service)
         heartbeat = InstanceHeartbeat(redis, keys, instance_id)
         await heartbeat.start()
+        # Commit marks need a client without a socket timeout (see libs.claims.CommitMark).
+        commit_redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5)
         claims = SendClaims(
             redis,
             keys,
             instance_id,
             lease_ms=settings.claim_lease_ms,
             sent_ttl_seconds=settings.status_retention_seconds,
+            commit_redis=commit_redis,
         )
         adapter = await adapter_factory(
             AdapterDeps(http, redis, keys, users, instance_id, settings)
@@ -217,6 +220,7 @@ def create_delivery_app(
             await publisher.close()
             await connection.close()
             await http.aclose()
+            await commit_redis.aclose()
             await redis.aclose()
             log.info("service.stopped")
 

@@ -65,10 +65,26 @@ class SendResult:
 P_contra = TypeVar("P_contra", contravariant=True)
 
 
+class Commit(Protocol):
+    """Used by a provider around its point of no return (see libs/claims.py).
+
+    ``prepare`` may wait; ``write`` hands the mark to the kernel without waiting for anything
+    else; ``settle`` reads the acknowledgement afterwards.
+    """
+
+    async def prepare(self) -> None: ...
+
+    async def write(self, provider: str) -> None: ...
+
+    async def settle(self) -> None: ...
+
+
 class Provider(Protocol[P_contra]):
     name: str
 
-    async def send(self, payload: P_contra) -> SendResult: ...
+    async def send(self, payload: P_contra, commit: Commit | None = None) -> SendResult:
+        """Send; a provider with a point of no return calls ``commit.write`` right before it."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -107,7 +123,7 @@ class FailoverChain(Generic[P_contra]):
         self.providers = list(providers)
         self.name = "+".join(p.name for p in self.providers)
 
-    async def send(self, payload: P_contra) -> SendResult:
+    async def send(self, payload: P_contra, commit: Commit | None = None) -> SendResult:
         errors: list[ProviderError] = []
         for guarded in self.providers:
             if guarded.limiter is not None and not await guarded.limiter.take(
@@ -134,7 +150,7 @@ class FailoverChain(Generic[P_contra]):
                 )
                 continue
             try:
-                result = await guarded.provider.send(payload)
+                result = await guarded.provider.send(payload, commit)
             except TransientProviderError as exc:
                 PROVIDER_SENDS.labels(guarded.name, "transient_error").inc()
                 await guarded.breaker.record(permit, success=not exc.provider_fault)

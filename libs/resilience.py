@@ -40,7 +40,8 @@ if state == 'open' then
   return {'probe', 'half_open', 0, failures}
 end
 local probe_until = tonumber(s[3]) or 0
-if now < probe_until then return {'reject', state, probe_until - now, failures} end
+-- a probe is out: its answer comes within one send, so look again soon (not after the lease)
+if now < probe_until then return {'reject', state, math.min(probe_until - now, 1000), failures} end
 redis.call('HSET', KEYS[1], 'probe_until', now + tonumber(ARGV[2]))
 return {'probe', state, 0, failures}
 """

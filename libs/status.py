@@ -51,7 +51,7 @@ return 1
 
 # KEYS: hash, timeline, idx:status:<each status...>
 # ARGV: id, new status ('' keeps it), allowed-from (comma list, '' = any), now, ttl, event json,
-#       attempts increment, field/value pairs...
+#       attempt number (0 = unchanged; attempts only grows), field/value pairs...
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return {'missing', ''} end
@@ -66,8 +66,10 @@ end
 local ttl = tonumber(ARGV[5])
 if #ARGV > 7 then redis.call('HSET', KEYS[1], unpack(ARGV, 8)) end
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[4])
-local inc = tonumber(ARGV[7])
-if inc > 0 then redis.call('HINCRBY', KEYS[1], 'attempts', inc) end
+local attempt = tonumber(ARGV[7])
+if attempt > (tonumber(redis.call('HGET', KEYS[1], 'attempts')) or 0) then
+  redis.call('HSET', KEYS[1], 'attempts', attempt)
+end
 if new ~= '' and new ~= current then
   redis.call('HSET', KEYS[1], 'status', new)
   local score = redis.call('HGET', KEYS[1], 'created_ts')
@@ -189,7 +191,7 @@ class StatusStore:
         event: str,
         service: str,
         allowed_from: Iterable[Status] | None = None,
-        count_attempt: bool = False,
+        attempt: int | None = None,
         provider: str | None = None,
         error: str | None = None,
         details: Mapping[str, Any] | None = None,
@@ -197,6 +199,8 @@ class StatusStore:
         """Move to ``to`` (None: keep the status and only record the event).
 
         Refused when the current status is not in ``allowed_from`` (default: the pipeline's edges).
+        ``attempt`` is the delivery attempt this event belongs to (the count only grows, so a
+        message parked and taken again within one attempt is not counted twice).
         """
         allowed = (
             ""
@@ -234,7 +238,7 @@ class StatusStore:
                 _now().isoformat(),
                 self._ttl,
                 entry,
-                1 if count_attempt else 0,
+                attempt or 0,
                 *flat,
             ],
         )

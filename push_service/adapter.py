@@ -9,7 +9,7 @@ from libs.clients.templates import Rendered
 from libs.clients.users import Preferences, UserDirectory, UserProfile
 from libs.delivery import Recipient
 from libs.envelope import Channel, NotificationMessage
-from libs.providers import FailoverChain, SendResult
+from libs.providers import Commit, FailoverChain, SendResult
 
 HIGH_PRIORITY = 5
 
@@ -56,8 +56,11 @@ class PushAdapter:
         user: UserProfile,
         rendered: Rendered,
         recipient: Recipient,
+        commit: Commit | None = None,
     ) -> SendResult:
-        return await self._provider.send(build_fcm_message(message, rendered, recipient.address))
+        return await self._provider.send(
+            build_fcm_message(message, rendered, recipient.address), commit
+        )
 
     async def recipient_gone(self, user: UserProfile, recipient: Recipient, reason: str) -> None:
         await self._users.invalidate_push_token(user.id, recipient.address, reason)

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from email_service.providers import OutgoingEmail
-from libs.providers import PermanentProviderError, SendResult, TransientProviderError
+from libs.providers import Commit, PermanentProviderError, SendResult, TransientProviderError
 
 
 def sendgrid_body(email: OutgoingEmail) -> dict[str, Any]:
@@ -68,7 +68,8 @@ class SendGridProvider:
         self._http = http
         self._timeout = timeout
 
-    async def send(self, payload: OutgoingEmail) -> SendResult:
+    async def send(self, payload: OutgoingEmail, commit: Commit | None = None) -> SendResult:
+        """``commit`` is not used: an HTTP request has no point of no return we can mark."""
         try:
             response = await self._http.post(
                 self._url, json=sendgrid_body(payload), headers=self._headers, timeout=self._timeout

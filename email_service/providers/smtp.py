@@ -13,17 +13,20 @@ recipient means the relay is working.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from dataclasses import dataclass
+from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import formatdate
+from email.utils import formatdate, parseaddr
+from typing import Any
 
 import aiosmtplib
 import structlog
 
 from email_service.providers import OutgoingEmail
-from libs.providers import PermanentProviderError, SendResult, TransientProviderError
+from libs.providers import Commit, PermanentProviderError, SendResult, TransientProviderError
 
 log = structlog.get_logger(__name__)
 
@@ -87,24 +90,36 @@ class SmtpProvider:
                 _close_quietly(conn)
         return await self._connect()
 
-    async def send(self, payload: OutgoingEmail) -> SendResult:
-        message = to_mime(payload)
+    async def send(self, payload: OutgoingEmail, commit: Commit | None = None) -> SendResult:
+        data = dot_stuffed(to_mime(payload).as_bytes(policy=policy.SMTP))
+        envelope_from = parseaddr(payload.sender)[1]
         async with self._slots:
             conn: _Connection | None = None
             try:
                 conn = await self._checkout()
-                await conn.client.send_message(message)
-            except aiosmtplib.SMTPRecipientsRefused as exc:
+                await _transaction(
+                    conn.client,
+                    envelope_from,
+                    payload.to_address,
+                    data,
+                    commit,
+                    self.name,
+                    self._config.timeout,
+                )
+            except aiosmtplib.SMTPRecipientRefused as exc:
                 conn = _discard(conn)
-                codes = [r.code for r in exc.recipients]
-                detail = "; ".join(f"{r.code} {r.message}" for r in exc.recipients)
-                if codes and all(code >= 500 for code in codes):
+                detail = f"{exc.code} {exc.message}"
+                if exc.code >= 500:
                     raise PermanentProviderError(
-                        self.name, f"recipient refused: {detail}", code="recipient_refused",
+                        self.name,
+                        f"recipient refused: {detail}",
+                        code="recipient_refused",
                         provider_fault=False,
                     ) from exc
                 raise TransientProviderError(
-                    self.name, f"recipient deferred: {detail}", code="recipient_deferred",
+                    self.name,
+                    f"recipient deferred: {detail}",
+                    code="recipient_deferred",
                     provider_fault=False,
                 ) from exc
             except aiosmtplib.SMTPResponseException as exc:
@@ -136,6 +151,85 @@ class SmtpProvider:
                 await asyncio.wait_for(conn.client.quit(), 2)
             except (TimeoutError, aiosmtplib.SMTPException, OSError):
                 _close_quietly(conn)
+
+
+async def _transaction(
+    client: aiosmtplib.SMTP,
+    sender: str,
+    recipient: str,
+    data: bytes,
+    commit: Commit | None,
+    provider: str,
+    timeout: float,
+) -> None:
+    """MAIL, RCPT, DATA, and the end-of-data line (the relay's point of no return) with the
+    ``committing`` mark written next to it (see libs/claims.py for why and what it buys).
+
+    The end-of-data line is queued in the kernel first, held back with TCP_CORK so it wakes nobody;
+    then the mark is written; then the cork is released. Killed before the line is queued: nothing
+    was sent. Killed between the line and the mark (two consecutive system calls): the kernel still
+    delivers the queued line when it closes the socket, so the message is sent again on redelivery
+    (a duplicate, never a loss). Killed after the mark: both arrive, and the claim says sent.
+    Without TCP_CORK (not Linux) the same order holds, with a slightly wider duplicate window.
+    """
+    await client.mail(sender)
+    await client.rcpt(recipient)
+    start = await client.execute_command(b"DATA")
+    if start.code != 354:
+        raise aiosmtplib.SMTPDataError(start.code, start.message)
+    protocol = client.protocol
+    transport = protocol.transport if protocol is not None else None
+    if protocol is None or transport is None:
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    protocol.write(data)
+    if commit is not None:
+        await commit.prepare()  # may wait (a Redis connection): do it before the critical part
+    await _in_kernel(transport, timeout)
+    sock = transport.get_extra_info("socket")
+    corked = _set_cork(sock, True)
+    try:
+        protocol.write(b".\r\n")
+        if commit is not None:
+            await _in_kernel(transport, timeout)
+            await commit.write(provider)
+    finally:
+        if corked:
+            _set_cork(sock, False)
+    try:
+        reply = await protocol.read_response(timeout=timeout)
+    finally:
+        if commit is not None:
+            await commit.settle()
+    if reply.code != 250:
+        raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+
+
+async def _in_kernel(transport: asyncio.BaseTransport, timeout: float) -> None:
+    """Wait until the transport has handed everything written so far to the kernel."""
+    deadline = time.monotonic() + timeout
+    while getattr(transport, "get_write_buffer_size", lambda: 0)() > 0:
+        if time.monotonic() > deadline:
+            raise aiosmtplib.SMTPTimeoutError("Timed out writing to the relay")
+        await asyncio.sleep(0.001)
+
+
+def _set_cork(sock: Any, on: bool) -> bool:
+    cork = getattr(socket, "TCP_CORK", None)
+    if sock is None or cork is None:
+        return False
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, cork, 1 if on else 0)
+    except OSError:
+        return False
+    return True
+
+
+def dot_stuffed(message: bytes) -> bytes:
+    """CRLF line endings, leading dots doubled (RFC 5321 4.5.2), ending with CRLF."""
+    lines = message.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return b"".join((b"." + line if line.startswith(b".") else line) + b"\r\n" for line in lines)
 
 
 def to_mime(email: OutgoingEmail) -> EmailMessage:

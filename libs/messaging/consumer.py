@@ -198,7 +198,9 @@ class QueueConsumer(Generic[M]):
     async def start(self) -> None:
         self._channel = await self._connection.channel()
         await self._channel.set_qos(prefetch_count=self._prefetch)
-        queue = await self._channel.get_queue(self._queue_name, ensure=False)
+        # A (passive) declare registers the queue with the robust channel, which then consumes
+        # again by itself after a reconnect; get_queue(ensure=False) would not be restored.
+        queue = await self._channel.declare_queue(self._queue_name, passive=True)
         self._consumer_tag = await queue.consume(self._on_message)
         log.info("consumer.started", queue=self._queue_name, prefetch=self._prefetch)
 
@@ -211,7 +213,7 @@ class QueueConsumer(Generic[M]):
         if self._channel is not None and not self._channel.is_closed:
             if self._consumer_tag is not None:
                 try:
-                    queue = await self._channel.get_queue(self._queue_name, ensure=False)
+                    queue = await self._channel.declare_queue(self._queue_name, passive=True)
                     await asyncio.wait_for(queue.cancel(self._consumer_tag), 5)
                 except (TimeoutError, aiormq.exceptions.AMQPError, RuntimeError) as exc:
                     log.warning("consumer.cancel_failed", error=repr(exc))

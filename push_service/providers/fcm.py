@@ -27,6 +27,7 @@ import structlog
 from google.oauth2 import service_account
 
 from libs.providers import (
+    Commit,
     PermanentProviderError,
     RecipientGone,
     SendResult,
@@ -109,7 +110,8 @@ class FcmProvider:
         self._tokens = tokens
         self._http = http
 
-    async def send(self, payload: dict[str, Any]) -> SendResult:
+    async def send(self, payload: dict[str, Any], commit: Commit | None = None) -> SendResult:
+        """``commit`` is not used: an HTTP request has no point of no return we can mark."""
         for attempt in (1, 2):
             token = await self._tokens.token(force=attempt == 2)
             try:

@@ -78,3 +78,58 @@ async def test_server_down_is_transient_and_recovers(sink, provider):
     result = await provider.send(mail())
     assert result.provider == "smtp"
     assert len(await sink.wait_for(2)) == 2
+
+
+class RecordingCommit:
+    """A commit hook that notes what the relay had received when the mark was written."""
+
+    def __init__(self, sink):
+        self.sink = sink
+        self.mails_at_write: int | None = None
+        self.provider: str | None = None
+        self.prepared = False
+        self.settled = False
+
+    async def prepare(self) -> None:
+        self.prepared = True
+
+    async def write(self, provider: str) -> None:
+        await asyncio.sleep(0.1)  # time for the relay to (wrongly) have the mail (< cork ceiling)
+        self.mails_at_write = len(self.sink.handler.mails)
+        self.provider = provider
+
+    async def settle(self) -> None:
+        self.settled = True
+
+
+async def test_end_of_data_is_held_back_until_the_commit_mark_is_written(sink, provider):
+    commit = RecordingCommit(sink)
+    await provider.send(mail(), commit)
+    # the end-of-data line was already queued, but corked: the relay had not accepted anything
+    assert commit.mails_at_write == 0
+    assert commit.provider == "smtp"
+    assert commit.settled
+    assert len(await sink.wait_for(1)) == 1
+
+
+async def test_lines_starting_with_a_dot_survive_dot_stuffing(sink, provider):
+    email = OutgoingEmail(
+        sender="Herald <no-reply@herald.local>",
+        to_address="ada@example.com",
+        to_name="Ada",
+        subject="dots",
+        text=".hidden\n..two\nend.",
+        html=None,
+        message_id="<d@herald.local>",
+    )
+    await provider.send(email)
+    [received] = await sink.wait_for(1)
+    assert received.text.splitlines()[:3] == [".hidden", "..two", "end."]
+
+
+async def test_refusal_after_end_of_data_is_reported_and_commit_settled(sink, provider):
+    sink.handler.mode = "reject"
+    commit = RecordingCommit(sink)
+    with pytest.raises(PermanentProviderError):
+        await provider.send(mail(), commit)
+    assert commit.mails_at_write is None  # refused at RCPT: the mark was never written

@@ -73,3 +73,34 @@ async def test_token_bucket_is_shared_by_replicas(redis, keys):
     await asyncio.gather(*(r.take(max_wait=5) for r in replicas for _ in range(5)))
     elapsed = time.monotonic() - started
     assert elapsed >= 0.3
+
+
+async def test_committing_claim_of_a_dead_holder_counts_as_sent(redis, keys):
+    """The holder died after writing the end-of-data line: sending again would duplicate."""
+    nid = str(uuid.uuid4())
+    ghost = SendClaims(redis, keys, "ghost")
+    claim = await ghost.acquire("email", nid, "email")
+    mark = ghost.commit_mark(claim)
+    await mark.write("smtp")
+    await mark.settle()
+    survivor = SendClaims(redis, keys, "survivor")
+    again = await survivor.acquire("email", nid, "email")
+    assert again.state is ClaimState.SENT
+    assert again.provider == "smtp"
+    assert again.assumed
+
+
+async def test_committing_claim_of_a_live_holder_is_busy_and_release_clears_it(redis, keys):
+    beat = InstanceHeartbeat(redis, keys, "alive-one")
+    await beat.start()
+    holder = SendClaims(redis, keys, "alive-one")
+    nid = str(uuid.uuid4())
+    claim = await holder.acquire("email", nid, "email")
+    mark = holder.commit_mark(claim)
+    await mark.write("smtp")
+    await mark.settle()
+    other = SendClaims(redis, keys, "other")
+    assert (await other.acquire("email", nid, "email")).state is ClaimState.BUSY
+    await holder.release(claim)  # the relay refused after end-of-data: give the claim up
+    assert (await other.acquire("email", nid, "email")).state is ClaimState.ACQUIRED
+    await beat.stop()

@@ -304,3 +304,45 @@ async def test_dead_letter_exchange_routes_rejects_to_failed_queue(broker):
     failed = await get_one(connection, FAILED_QUEUE, timeout=5)
     assert failed.message_id == "rejected"
     assert DEAD_LETTER_EXCHANGE == "notifications.dlx"
+
+
+async def test_consumer_resumes_by_itself_after_the_connection_is_cut(broker, amqp_url):
+    from tests.support.proxy import TcpProxy
+
+    connection, publisher = broker
+    proxy = await TcpProxy("127.0.0.1", 5672).start()
+    vhost = amqp_url.rsplit("/", 1)[1]
+    proxied = await connect(f"amqp://guest:guest@127.0.0.1:{proxy.port}/{vhost}", name="proxied")
+    seen: list[str] = []
+
+    async def handler(delivery):
+        seen.append(str(delivery.message.notification_id))
+        return Ack()
+
+    consumer = consumer_for(proxied, publisher, handler)
+    await consumer.start()
+    try:
+        await publish(publisher, make_message())
+        for _ in range(100):
+            if seen:
+                break
+            await asyncio.sleep(0.05)
+        await proxy.cut()
+        for _ in range(40):
+            if not consumer.consuming:
+                break
+            await asyncio.sleep(0.05)
+        assert not consumer.consuming  # readiness tells the truth while cut
+        await proxy.restore()
+        after = make_message()
+        await publish(publisher, after)
+        for _ in range(200):
+            if str(after.notification_id) in seen:
+                break
+            await asyncio.sleep(0.05)
+        assert str(after.notification_id) in seen
+        assert consumer.consuming
+    finally:
+        await consumer.stop(timeout=2)
+        await proxied.close()
+        await proxy.close()

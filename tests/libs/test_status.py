@@ -42,7 +42,7 @@ async def test_transitions_follow_allowed_edges_and_build_a_timeline(store):
     n = _new()
     await store.create(n)
     r = await store.transition(
-        n.notification_id, Status.PROCESSING, event="processing", service="t", count_attempt=True
+        n.notification_id, Status.PROCESSING, event="processing", service="t", attempt=1
     )
     assert r.applied
     assert r.previous is Status.PENDING
@@ -52,7 +52,7 @@ async def test_transitions_follow_allowed_edges_and_build_a_timeline(store):
     assert r.applied
     # a late duplicate cannot move a delivered notification back
     late = await store.transition(
-        n.notification_id, Status.PROCESSING, event="processing", service="t", count_attempt=True
+        n.notification_id, Status.PROCESSING, event="processing", service="t", attempt=1
     )
     assert not late.applied
     assert late.previous is Status.DELIVERED
@@ -118,3 +118,13 @@ async def test_delete_forgets_everything(store):
     assert await store.get(n.notification_id) is None
     _, total = await store.search(user_id=n.user_id)
     assert total == 0
+
+
+async def test_attempts_count_delivery_attempts_not_redeliveries(store):
+    n = _new()
+    await store.create(n)
+    for attempt in (1, 1, 1, 2, 2, 1):  # parked and redelivered within attempts 1 and 2
+        await store.transition(
+            n.notification_id, Status.PROCESSING, event="processing", service="t", attempt=attempt
+        )
+    assert (await store.get(n.notification_id))["attempts"] == 2

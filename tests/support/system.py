@@ -22,6 +22,7 @@ from devtools.fcm_stub import FcmStubState, create_fcm_stub, service_account
 from devtools.smtp_sink import SmtpSink
 from devtools.stack import SERVICES, Stack, base_env
 from tests.support.isolation import AMQP_BASE, VhostPool, temp_database, temp_redis_prefix
+from tests.support.process_sink import ProcessSink
 from tests.support.servers import free_port, live_server
 
 ADMIN = {"email": "admin@herald.local", "password": "admin12345!"}
@@ -30,7 +31,7 @@ ADMIN = {"email": "admin@herald.local", "password": "admin12345!"}
 @dataclass
 class System:
     stack: Stack
-    sink: SmtpSink
+    sink: Any  # SmtpSink, or ProcessSink with the same reading interface
     fcm: FcmStubState
     env: dict[str, str]
     http: httpx.AsyncClient
@@ -127,7 +128,9 @@ async def running_system(
     *,
     env: Mapping[str, str] | None = None,
     start: bool = True,
+    sink_process: bool = False,
 ) -> AsyncIterator[System]:
+    """``sink_process``: run the SMTP sink as a separate process (as a real relay would be)."""
     vhost = await asyncio.to_thread(pool.take)
     try:
         async with AsyncExitStack() as stack:
@@ -135,7 +138,7 @@ async def running_system(
             templates_db = await stack.enter_async_context(temp_database("templates"))
             dlq_db = await stack.enter_async_context(temp_database("dlq"))
             prefix = await stack.enter_async_context(temp_redis_prefix("e2e"))
-            sink = SmtpSink().start()
+            sink: Any = ProcessSink(workdir).start() if sink_process else SmtpSink().start()
             stack.callback(sink.stop)
             fcm_state = FcmStubState()
             fcm_url = await stack.enter_async_context(live_server(create_fcm_stub(fcm_state)))
