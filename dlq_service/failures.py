@@ -28,9 +28,7 @@ from libs.messaging.topology import work_queue
 UNKNOWN_REASON = "unknown"
 MAX_TEXT = 2000
 _BROKER_HEADER_PREFIXES = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
-_DROPPED_ON_REPUBLISH = frozenset(
-    {*H.FAILURE_HEADERS, H.ATTEMPTS, H.WAITS, H.REPUBLISHED_COUNT}
-)
+_DROPPED_ON_REPUBLISH = frozenset({*H.FAILURE_HEADERS, H.ATTEMPTS, H.WAITS, H.REPUBLISHED_COUNT})
 
 
 @dataclass(frozen=True)

@@ -135,8 +135,12 @@ class DeliveryPipeline:
         except UpstreamRejected as exc:
             return DeadLetter(PERMANENT_ERROR, str(exc), exc.code or "UpstreamRejected")
         except UpstreamError as exc:
-            await self._attempt_failed(nid, str(exc), provider=None)
-            return Retry(error=str(exc), error_class=type(exc).__name__)
+            # Our own user or template service is unreachable and nothing usable is cached. The
+            # message is not at fault and no provider was called: wait, without an attempt.
+            await self._status.transition(
+                nid, None, event="waiting_for_dependency", service=self._service, error=str(exc)
+            )
+            return Retry(error=str(exc), error_class=type(exc).__name__, count_attempt=False)
         except RedisError as exc:
             return Retry(error=f"redis: {exc!r}", error_class="RedisError")
 

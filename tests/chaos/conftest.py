@@ -61,8 +61,10 @@ async def send_burst(
                 response = await system.http.post(
                     f"{system.url('gateway')}/api/v1/notifications/",
                     json={
-                        "notification_type": channel, "user_id": user_id,
-                        "template_code": template_code, "variables": {"name": f"n{i}"},
+                        "notification_type": channel,
+                        "user_id": user_id,
+                        "template_code": template_code,
+                        "variables": {"name": f"n{i}"},
                         "request_id": f"burst-{uuid.uuid4().hex}",
                     },
                     headers=headers,

@@ -47,7 +47,8 @@ async def test_sigkill_of_an_email_consumer_mid_burst_loses_and_duplicates_nothi
         assert dups == 0
         delivered = await system.http.get(
             f"{system.url('gateway')}/api/v1/notifications/",
-            params={"status": "delivered", "limit": 1}, headers=await system.admin(),
+            params={"status": "delivered", "limit": 1},
+            headers=await system.admin(),
         )
         assert delivered.json()["meta"]["total"] == BURST
 

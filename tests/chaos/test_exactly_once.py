@@ -47,7 +47,8 @@ async def test_killed_after_the_relay_accepted_is_not_sent_again(vhost_pool, tmp
         record = await system.wait_status(nid, "delivered", timeout=30)
         await asyncio.sleep(2)
         report(
-            "kill_after_end_of_data", sends=system.sink.counts()[nid],
+            "kill_after_end_of_data",
+            sends=system.sink.counts()[nid],
             seconds_to_settle=round(time.monotonic() - started, 2),
         )
         assert system.sink.counts()[nid] == 1

@@ -30,9 +30,7 @@ FAST_BREAKER = {"BREAKER_OPEN_SECONDS": "2", "BREAKER_FAILURE_THRESHOLD": "5"}
 async def test_smtp_outage_opens_the_breaker_and_everything_is_delivered_after(
     vhost_pool, tmp_path
 ):
-    async with running_system(
-        vhost_pool, tmp_path, env=FAST_BREAKER, sink_process=True
-    ) as system:
+    async with running_system(vhost_pool, tmp_path, env=FAST_BREAKER, sink_process=True) as system:
         user_id, code = await setup_email(system)
         sending = asyncio.create_task(
             send_burst(system, user_id=user_id, template_code=code, count=300, rate=20)
@@ -51,7 +49,8 @@ async def test_smtp_outage_opens_the_breaker_and_everything_is_delivered_after(
         burst = await sending
         done = await wait_delivered(system, burst.accepted, timeout=120)
         failures = await metric_total(
-            system, "email_service",
+            system,
+            "email_service",
             r'provider_sends_total\{provider="smtp",result="transient_error"\}',
         )
         failed_queue = await system.http.get(
@@ -102,17 +101,46 @@ async def test_a_refusing_relay_sends_every_message_to_the_dlq_with_its_reason(
         assert all(("451" if mode == "tempfail" else "550") in e["error"] for e in entries)
         assert len(system.sink.snapshot()) == 0
 
+        # the relay is fixed: republishing from the DLQ delivers each message exactly once
+        system.sink.stop()
+        system.sink.start("accept")
+        republished = await system.http.post(
+            f"{system.url('dlq_service')}/api/v1/failed/republish",
+            json={"filter": {"reason": reason}, "limit": 100},
+            headers=admin,
+        )
+        assert republished.status_code == 200, republished.text
+        assert republished.json()["data"]["republished"] == 10
+        await wait_delivered(system, burst.accepted, timeout=60)
+        again = await system.http.post(
+            f"{system.url('dlq_service')}/api/v1/failed/republish",
+            json={"filter": {"reason": reason}, "limit": 100},
+            headers=admin,
+        )
+        assert again.json()["data"]["republished"] == 0  # nothing pending is left to replay
+        await asyncio.sleep(1)
+        assert duplicates(system) == 0
+        for nid in burst.accepted:
+            record = await system.status(nid)
+            assert record["status"] == "delivered"
+            assert "republished" in [e["event"] for e in record["timeline"]]
+
 
 async def test_poison_goes_to_the_dlq_at_once_and_does_not_block_the_queue(vhost_pool, tmp_path):
     async with running_system(vhost_pool, tmp_path) as system:
         user_id, code = await setup_email(system)
         connection = await aio_pika.connect_robust(system.env["RABBITMQ_URL"])
         started = time.monotonic()
-        await publish_raw(connection, "notifications.direct", "email", b"\x00\xffnot json",
-                          message_id="poison-1")
-        await publish_raw(connection, "notifications.direct", "email",
-                          b'{"notification_id": "' + str(uuid.uuid4()).encode() + b'"}',
-                          message_id="poison-2")
+        await publish_raw(
+            connection, "notifications.direct", "email", b"\x00\xffnot json", message_id="poison-1"
+        )
+        await publish_raw(
+            connection,
+            "notifications.direct",
+            "email",
+            b'{"notification_id": "' + str(uuid.uuid4()).encode() + b'"}',
+            message_id="poison-2",
+        )
         await connection.close()
         healthy = await system.send(
             notification_type="email", user_id=user_id, template_code=code, variables={"name": "ok"}
@@ -121,7 +149,8 @@ async def test_poison_goes_to_the_dlq_at_once_and_does_not_block_the_queue(vhost
         admin = await system.admin()
         for _ in range(100):
             listed = await system.http.get(
-                f"{system.url('dlq_service')}/api/v1/failed/", params={"reason": "invalid_message"},
+                f"{system.url('dlq_service')}/api/v1/failed/",
+                params={"reason": "invalid_message"},
                 headers=admin,
             )
             if listed.json()["meta"]["total"] == 2:
@@ -145,7 +174,8 @@ async def test_broker_connection_cut_gives_503s_then_recovers_without_restarts(
     try:
         vhost_url = None
         async with running_system(
-            vhost_pool, tmp_path,
+            vhost_pool,
+            tmp_path,
             env={"PUBLISH_CONFIRM_TIMEOUT_SECONDS": "2"},
             start=False,
         ) as system:
@@ -156,8 +186,9 @@ async def test_broker_connection_cut_gives_503s_then_recovers_without_restarts(
             pids = {p.name: p.popen.pid for p in system.stack.processes}
             user_id, code = await setup_email(system)
             sending = asyncio.create_task(
-                send_burst(system, user_id=user_id, template_code=code, count=400, rate=25,
-                           concurrency=20)
+                send_burst(
+                    system, user_id=user_id, template_code=code, count=400, rate=25, concurrency=20
+                )
             )
             await asyncio.sleep(3)
             await proxy.cut()

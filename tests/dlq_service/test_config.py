@@ -36,11 +36,11 @@ def test_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_topology_matches_the_delivery_services_and_gateway() -> None:
-    delays = {"email_retry_delays_ms": [1000, 5000], "push_retry_delays_ms": [3000]}
-    topology = DlqSettings(**delays).topology()
-    assert topology == EmailSettings(**delays).topology()
-    assert topology == PushSettings(**delays).topology()
-    assert topology == GatewaySettings(**delays).topology()
+    email, push = [1000, 5000], [3000]
+    topology = DlqSettings(email_retry_delays_ms=email, push_retry_delays_ms=push).topology()
+    for other in (EmailSettings, PushSettings, GatewaySettings):
+        settings = other(email_retry_delays_ms=email, push_retry_delays_ms=push)
+        assert settings.topology() == topology
     names = {q.name for q in topology.queues}
     # configured delays, the claim-wait queue and the parking queues, for each channel
     assert {"email.retry.1000", "email.retry.5000", "email.retry.2000", "push.retry.3000"} <= names

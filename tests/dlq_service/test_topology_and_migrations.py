@@ -22,7 +22,6 @@ from tests.dlq_service.helpers import queue_depth, running
 async def test_migrations_match_the_models_and_downgrade(dlq_database_url: str) -> None:
     engine = create_engine(dlq_database_url, pool_size=1)
     try:
-
         # SQLModel.metadata is shared by every service imported in this process: compare ours only
         ours = MetaData()
         for name in ("failed_messages", "failed_message_events"):

@@ -67,3 +67,42 @@ async def test_delivery_continues_while_the_user_service_is_stopped(system):
     # once the user service is back, the unknown user is found not to exist: failed, with reason
     record = await system.wait_status(unknown_id, {"failed"}, timeout=20)
     assert "user_service" in record["last_error"]
+
+
+async def test_cached_renders_keep_flowing_while_the_template_service_is_stopped(system):
+    user = await system.register_user()
+    known = {"name": "Rendered before"}
+    first = await system.send(
+        notification_type="email", user_id=user["id"], template_code="deg_mail", variables=known
+    )
+    await system.wait_status(first.json()["data"]["notification_id"], "delivered")
+    admin = await system.admin()
+    [template_service] = system.stack.find("template_service")
+    assert system.stack.stop(template_service)
+    try:
+        cached = await system.send(
+            admin,
+            notification_type="email",
+            user_id=user["id"],
+            template_code="deg_mail",
+            variables=known,
+        )
+        await system.wait_status(cached.json()["data"]["notification_id"], "delivered")
+        fresh = await system.send(
+            admin,
+            notification_type="email",
+            user_id=user["id"],
+            template_code="deg_mail",
+            variables={"name": "Never rendered"},
+        )
+        fresh_id = fresh.json()["data"]["notification_id"]
+        await asyncio.sleep(1.5)
+        waiting = await system.status(fresh_id)
+        assert waiting["status"] == "processing"  # retried, not lost, not failed
+        assert "template_service" in waiting["last_error"]
+    finally:
+        restarted = system.stack.start("template_service")
+        await asyncio.to_thread(system.stack.wait_ready, restarted)
+    await system.wait_status(fresh_id, "delivered", timeout=20)
+    subjects = {m.subject for m in system.sink.handler.snapshot()}
+    assert {"Hello Rendered before", "Hello Never rendered"} <= subjects

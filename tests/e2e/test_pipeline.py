@@ -324,3 +324,26 @@ async def test_a_template_change_reaches_delivery_within_a_second(system):
     subjects = {m.notification_id: m.subject for m in system.sink.handler.snapshot()}
     assert subjects[first_id] == "Version one for Ada"
     assert subjects[second_id] == "Version two for Ada"
+
+
+async def test_html_in_variables_is_escaped_and_any_script_arrives_intact(system):
+    user = await system.register_user(name="مريم Müller 山田")
+    variables = {
+        "name": '<script>alert("x")</script> שלום 日本語 😀',
+        "link": "https://e.x/?a=1&b=2",
+    }
+    response = await system.send(
+        notification_type="email",
+        user_id=user["id"],
+        template_code="e2e_welcome",
+        variables=variables,
+    )
+    nid = response.json()["data"]["notification_id"]
+    await system.wait_status(nid, "delivered")
+    mail = next(m for m in system.sink.handler.snapshot() if m.notification_id == nid)
+    assert "<script>" not in mail.html
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; שלום 日本語 😀" in mail.html
+    assert 'href="https://e.x/?a=1&amp;b=2"' in mail.html
+    # the subject is plain text: not escaped, and every script survives the trip through SMTP
+    assert mail.subject == 'Welcome, <script>alert("x")</script> שלום 日本語 😀!'
+    assert mail.headers["To"].startswith("مريم Müller 山田")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import aiobreaker
@@ -20,7 +20,7 @@ from libs.resilience import BreakerConfig, BreakerState, CircuitBreaker
 
 
 @pytest.fixture
-def time_zone() -> Iterator[callable]:
+def time_zone() -> Iterator[Callable[[str], None]]:
     original = os.environ.get("TZ")
 
     def use(zone: str) -> None:

@@ -70,7 +70,7 @@ async def publish(publisher: ConfirmedPublisher, message: NotificationMessage, p
     )
 
 
-def consumer_for(connection, publisher, handler, prefetch=10) -> QueueConsumer:
+def consumer_for(connection, publisher, handler, prefetch=10) -> QueueConsumer[NotificationMessage]:
     return QueueConsumer(
         connection=connection,
         publisher=publisher,
@@ -105,7 +105,7 @@ async def test_unroutable_publish_is_an_error_not_a_silent_drop(broker):
 
 async def test_acked_message_leaves_the_queue(broker):
     connection, publisher = broker
-    seen: list[Delivery] = []
+    seen: list[Delivery[NotificationMessage]] = []
 
     async def handler(delivery):
         seen.append(delivery)
@@ -173,7 +173,7 @@ async def test_schema_violation_is_invalid_message(broker):
     failed = await get_one(connection, FAILED_QUEUE, timeout=5)
     await consumer.stop()
     assert failed.headers[H.FAILURE_REASON] == "invalid_message"
-    assert "notification_id" in failed.headers[H.FAILURE_ERROR]
+    assert "notification_id" in str(failed.headers[H.FAILURE_ERROR])
 
 
 async def test_permanent_failure_dead_letters_at_once_with_reason(broker):
@@ -309,7 +309,7 @@ async def test_dead_letter_exchange_routes_rejects_to_failed_queue(broker):
 async def test_consumer_resumes_by_itself_after_the_connection_is_cut(broker, amqp_url):
     from tests.support.proxy import TcpProxy
 
-    connection, publisher = broker
+    _, publisher = broker
     proxy = await TcpProxy("127.0.0.1", 5672).start()
     vhost = amqp_url.rsplit("/", 1)[1]
     proxied = await connect(f"amqp://guest:guest@127.0.0.1:{proxy.port}/{vhost}", name="proxied")

@@ -29,7 +29,7 @@ async def provider(fcm):
         )
 
 
-def message(token: str = "device-1") -> dict:
+def message(token: str = "device-1") -> dict[str, object]:
     return {"token": token, "notification": {"title": "Hi", "body": "There"}, "data": {"k": "v"}}
 
 

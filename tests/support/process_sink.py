@@ -32,8 +32,19 @@ class ProcessSink:
     def start(self, mode: str = "accept", *extra: str) -> ProcessSink:
         """``extra``: more smtp_sink options, e.g. ``--delay-data 5``."""
         self._popen = subprocess.Popen(
-            [sys.executable, "-m", "devtools.smtp_sink", "--port", str(self.port), "--record",
-             str(self.record), "--mode", mode, "--quiet", *extra],
+            [
+                sys.executable,
+                "-m",
+                "devtools.smtp_sink",
+                "--port",
+                str(self.port),
+                "--record",
+                str(self.record),
+                "--mode",
+                mode,
+                "--quiet",
+                *extra,
+            ],
             cwd=ROOT,
         )
         deadline = time.monotonic() + 15

@@ -1,0 +1,1 @@
+"""Benchmarks of the whole system on this machine (`make bench`)."""
