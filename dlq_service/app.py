@@ -11,7 +11,6 @@ from typing import Any
 
 import httpx
 import structlog
-from aio_pika.abc import AbstractRobustConnection
 from fastapi import FastAPI, Request
 
 from dlq_service.config import DlqSettings
@@ -21,24 +20,14 @@ from dlq_service.service import DlqService, Pacer
 from libs.api import create_app as create_service_app
 from libs.auth import JWKS_PATH, JwksVerifier
 from libs.db import create_engine, ping, session_factory
-from libs.messaging.connection import connect
+from libs.messaging.connection import open_broker
 from libs.messaging.consumer import QueueConsumer
 from libs.messaging.publisher import ConfirmedPublisher
-from libs.messaging.topology import FAILED_QUEUE, declare_topology
+from libs.messaging.topology import FAILED_QUEUE
 from libs.redis import Keys, create_redis
 from libs.status import StatusStore
 
 log = structlog.get_logger(__name__)
-
-
-async def declare(connection: AbstractRobustConnection, settings: DlqSettings) -> None:
-    """Declare the whole topology with the delivery services' delay queues (idempotent)."""
-    topology = settings.topology()
-    channel = await connection.channel()
-    try:
-        await declare_topology(channel, topology)
-    finally:
-        await channel.close()
 
 
 async def _maintain(dlq: DlqService, settings: DlqSettings) -> None:
@@ -113,11 +102,13 @@ def create_app(settings: DlqSettings | None = None) -> FastAPI:
                 redis, Keys(settings.redis_key_prefix), settings.status_retention_seconds
             )
 
-            connection = await connect(settings.rabbitmq_url, name=settings.service_name)
+            connection, publisher = await open_broker(
+                settings.rabbitmq_url,
+                name=settings.service_name,
+                topology=settings.topology(),
+                confirm_timeout=settings.publish_confirm_timeout_seconds,
+            )
             stack.push_async_callback(connection.close)
-            await declare(connection, settings)
-            publisher = ConfirmedPublisher(connection)
-            await publisher.open()
             stack.push_async_callback(publisher.close)
 
             dlq = DlqService(

@@ -19,9 +19,7 @@ from libs.clients.cache import VersionedCache
 from libs.clients.http import ServiceClient, ServiceTokenProvider
 from libs.clients.templates import TemplateCatalog
 from libs.clients.users import UserDirectory
-from libs.messaging.connection import connect
-from libs.messaging.publisher import ConfirmedPublisher
-from libs.messaging.topology import declare_topology
+from libs.messaging.connection import open_broker
 from libs.redis import Keys, create_redis
 from libs.status import StatusStore
 
@@ -35,14 +33,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = create_redis(settings.redis_url)
         http = httpx.AsyncClient(timeout=settings.http_timeout_seconds)
-        connection = await connect(settings.rabbitmq_url, name=settings.service_name)
-        channel = await connection.channel()
-        await declare_topology(channel, settings.topology())
-        await channel.close()
-        publisher = ConfirmedPublisher(
-            connection, confirm_timeout=settings.publish_confirm_timeout_seconds
+        connection, publisher = await open_broker(
+            settings.rabbitmq_url,
+            name=settings.service_name,
+            topology=settings.topology(),
+            confirm_timeout=settings.publish_confirm_timeout_seconds,
         )
-        await publisher.open()
         keys = Keys(settings.redis_key_prefix)
         cache = VersionedCache(redis, keys)
         tokens = ServiceTokenProvider(

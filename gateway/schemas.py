@@ -13,11 +13,11 @@ from libs.envelope import (
     PRIORITY_DEFAULT,
     PRIORITY_MAX,
     PRIORITY_MIN,
+    TEMPLATE_CODE_PATTERN,
     Channel,
     Status,
 )
 
-TEMPLATE_CODE_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,99}$"
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@/+=-]{0,127}$"
 
 

@@ -27,10 +27,9 @@ from libs.clients.templates import TemplateRenderer
 from libs.clients.users import UserDirectory
 from libs.delivery import ChannelAdapter, DeliveryPipeline
 from libs.envelope import Channel, NotificationMessage
-from libs.messaging.connection import connect
+from libs.messaging.connection import open_broker
 from libs.messaging.consumer import QueueConsumer
-from libs.messaging.publisher import ConfirmedPublisher
-from libs.messaging.topology import declare_topology, delay_queue, work_queue
+from libs.messaging.topology import delay_queue, work_queue
 from libs.providers import GuardedProvider, Provider
 from libs.ratelimit import TokenBucket
 from libs.redis import Keys, create_redis
@@ -139,14 +138,12 @@ def create_delivery_app(
             timeout=settings.http_timeout_seconds,
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
         )
-        connection = await connect(settings.rabbitmq_url, name=service)
-        declare_channel = await connection.channel()
-        await declare_topology(declare_channel, settings.topology())
-        await declare_channel.close()
-        publisher = ConfirmedPublisher(
-            connection, confirm_timeout=settings.publish_confirm_timeout_seconds
+        connection, publisher = await open_broker(
+            settings.rabbitmq_url,
+            name=service,
+            topology=settings.topology(),
+            confirm_timeout=settings.publish_confirm_timeout_seconds,
         )
-        await publisher.open()
 
         keys = Keys(settings.redis_key_prefix)
         cache = VersionedCache(redis, keys)

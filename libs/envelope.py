@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 PRIORITY_MIN, PRIORITY_MAX, PRIORITY_DEFAULT = 0, 10, 0
 LANGUAGE_PATTERN = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
+TEMPLATE_CODE_PATTERN = r"^[a-z0-9][a-z0-9_.-]{1,99}$"
 
 
 class Channel(StrEnum):

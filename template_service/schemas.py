@@ -8,12 +8,12 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from libs.envelope import Channel
+from libs.envelope import TEMPLATE_CODE_PATTERN, Channel
 from template_service.languages import normalize_language
 from template_service.models import Template, TemplateVersion
 from template_service.rendering import Content
 
-CODE_PATTERN = r"^[a-z0-9][a-z0-9_.-]{1,99}$"
+CODE_PATTERN = TEMPLATE_CODE_PATTERN
 MAX_VERSION = 2_147_483_647  # PostgreSQL integer
 
 Code = Annotated[str, Field(pattern=CODE_PATTERN, max_length=100, examples=["welcome"])]

@@ -8,6 +8,9 @@ import aio_pika
 import structlog
 from aio_pika.abc import AbstractRobustConnection
 
+from libs.messaging.publisher import ConfirmedPublisher
+from libs.messaging.topology import Topology, declare_topology
+
 log = structlog.get_logger(__name__)
 
 
@@ -31,3 +34,18 @@ async def connect(
             log.warning("amqp.connect_retry", attempt=attempt, error=repr(exc))
             await asyncio.sleep(delay)
     raise AssertionError("unreachable")
+
+
+async def open_broker(
+    url: str, *, name: str, topology: Topology, confirm_timeout: float = 5.0
+) -> tuple[AbstractRobustConnection, ConfirmedPublisher]:
+    """Connect, declare the whole topology (idempotent), and open a confirmed publisher."""
+    connection = await connect(url, name=name)
+    channel = await connection.channel()
+    try:
+        await declare_topology(channel, topology)
+    finally:
+        await channel.close()
+    publisher = ConfirmedPublisher(connection, confirm_timeout=confirm_timeout)
+    await publisher.open()
+    return connection, publisher

@@ -124,6 +124,7 @@ BAD_BODIES = [
     pytest.param({"metadata": "x"}, "metadata", id="metadata-not-object"),
     pytest.param({"template_code": ""}, "template_code", id="empty-template"),
     pytest.param({"template_code": "../etc"}, "template_code", id="template-pattern"),
+    pytest.param({"template_code": "a"}, "template_code", id="template-too-short"),
     pytest.param({"request_id": ""}, "request_id", id="empty-request-id"),
     pytest.param({"request_id": "x" * 200}, "request_id", id="long-request-id"),
     pytest.param({"language": "english please"}, "language", id="bad-language"),
