@@ -15,7 +15,7 @@ import structlog
 
 from dlq_service.failures import IncomingFailure
 from dlq_service.service import DlqService, StorageUnavailable
-from libs.messaging.consumer import Ack, Decision, Delivery
+from libs.messaging.consumer import Ack, Decision, Delivery, Requeue
 
 log = structlog.get_logger(__name__)
 
@@ -59,10 +59,9 @@ class StoreFailedMessage:
                 if not isinstance(exc, StorageUnavailable):
                     log.exception("dlq.store_failed", message_id=delivery.message_id)
                 if self._stopping.is_set():
-                    # Returning any decision would ack or re-route the message. Ending the task
-                    # leaves it unacked: the broker requeues it when the consumer's channel closes.
+                    # Give it back untouched; another instance (or this one, restarted) stores it.
                     log.warning("dlq.store_abandoned_at_shutdown", message_id=delivery.message_id)
-                    raise asyncio.CancelledError from exc
+                    return Requeue("not_stored_at_shutdown")
                 log.warning(
                     "dlq.store_retry",
                     message_id=delivery.message_id,

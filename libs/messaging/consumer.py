@@ -97,7 +97,14 @@ class DeadLetter:
     error_class: str = "PermanentError"
 
 
-Decision = Ack | Retry | DeadLetter
+@dataclass(frozen=True)
+class Requeue:
+    """Give the message back to the broker as it is (nack with requeue), e.g. at shutdown."""
+
+    reason: str = "requeued"
+
+
+Decision = Ack | Retry | DeadLetter | Requeue
 
 
 @dataclass(frozen=True)
@@ -272,6 +279,9 @@ class QueueConsumer(Generic[M]):
         if isinstance(decision, Ack):
             await _settle_quietly(raw.ack())
             return decision.outcome
+        if isinstance(decision, Requeue):
+            await _settle_quietly(raw.nack(requeue=True))
+            return decision.reason
         if isinstance(decision, DeadLetter):
             await self._dead_letter(
                 raw,

@@ -17,6 +17,7 @@ from libs.messaging.consumer import (
     DeadLetter,
     Delivery,
     QueueConsumer,
+    Requeue,
     Retry,
     RetryPolicy,
 )
@@ -346,3 +347,23 @@ async def test_consumer_resumes_by_itself_after_the_connection_is_cut(broker, am
         await consumer.stop(timeout=2)
         await proxied.close()
         await proxy.close()
+
+
+async def test_requeue_gives_the_message_back_untouched(broker):
+    connection, publisher = broker
+    seen: list[bool] = []
+
+    async def handler(delivery):
+        seen.append(delivery.redelivered)
+        return Requeue() if len(seen) == 1 else Ack()
+
+    consumer = consumer_for(connection, publisher, handler)
+    await consumer.start()
+    await publish(publisher, make_message())
+    for _ in range(100):
+        if len(seen) >= 2:
+            break
+        await asyncio.sleep(0.05)
+    await consumer.stop()
+    assert seen == [False, True]  # the same message came back from the broker, not a copy
+    assert await queue_depth(connection, FAILED_QUEUE) == 0
