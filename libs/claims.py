@@ -149,6 +149,9 @@ class SendClaims:
             log.warning("claims.release_failed", key=claim.key, error=repr(exc))
 
 
+SETTLE_TIMEOUT = 5.0
+
+
 class CommitMark:
     """Marks a claim ``committing`` right before a provider's point of no return.
 
@@ -167,26 +170,41 @@ class CommitMark:
 
     async def prepare(self) -> None:
         if self._connection is None:
-            self._connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+            try:
+                self._connection = await asyncio.wait_for(
+                    self._pool.get_connection(),  # type: ignore[no-untyped-call]
+                    SETTLE_TIMEOUT,
+                )
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.warning("claims.commit_mark_unavailable", key=self._claim.key, error=repr(exc))
 
     async def write(self, provider: str) -> None:
+        """Best effort: if Redis cannot take the mark, the send goes on without it (a crash
+        before the ``sent`` mark would then send again, as without this protection)."""
         await self.prepare()
         connection = self._connection
+        if connection is None:
+            return
         nonce = self._claim.token.rsplit(":", 1)[-1]
         value = f"committing:{self._instance}:{provider}:{nonce}"
+        try:
+            await connection.send_packed_command(
+                connection.pack_command("SET", self._claim.key, value, "PX", self._lease_ms),
+                check_health=False,
+            )
+        except (RedisError, OSError) as exc:
+            log.warning("claims.commit_mark_failed", key=self._claim.key, error=repr(exc))
+            return
         self._claim.committing = value
-        await connection.send_packed_command(
-            connection.pack_command("SET", self._claim.key, value, "PX", self._lease_ms),
-            check_health=False,
-        )
 
     async def settle(self) -> None:
         connection, self._connection = self._connection, None
         if connection is None:
             return
         try:
-            await connection.read_response()
-        except (RedisError, OSError) as exc:
+            if self._claim.committing is not None:
+                await asyncio.wait_for(connection.read_response(), SETTLE_TIMEOUT)
+        except (RedisError, OSError, TimeoutError) as exc:
             log.warning("claims.commit_mark_unconfirmed", key=self._claim.key, error=repr(exc))
             await connection.disconnect()
         finally:

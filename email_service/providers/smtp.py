@@ -134,6 +134,10 @@ class SmtpProvider:
                 raise TransientProviderError(
                     self.name, f"{type(exc).__name__}: {exc}", code="connection_error"
                 ) from exc
+            except BaseException:
+                # the transaction's state is unknown: never hand this connection out again
+                conn = _discard(conn)
+                raise
             finally:
                 if conn is not None:
                     conn.last_used = time.monotonic()

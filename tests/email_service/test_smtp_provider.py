@@ -133,3 +133,23 @@ async def test_refusal_after_end_of_data_is_reported_and_commit_settled(sink, pr
     with pytest.raises(PermanentProviderError):
         await provider.send(mail(), commit)
     assert commit.mails_at_write is None  # refused at RCPT: the mark was never written
+
+
+async def test_a_commit_mark_redis_cannot_take_does_not_stop_or_spoil_the_send(
+    sink, provider, redis, keys
+):
+    from redis.asyncio import Redis
+
+    from libs.claims import SendClaims
+    from tests.support.servers import free_port
+
+    unreachable = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+    claims = SendClaims(redis, keys, "marker", commit_redis=unreachable)
+    claim = await claims.acquire("email", str(uuid.uuid4()), "email")
+    result = await provider.send(mail(1), claims.commit_mark(claim))
+    assert result.provider == "smtp"
+    assert claim.committing is None  # no mark: this send simply has no crash protection
+    await provider.send(mail(2))  # the pooled connection is still in a clean state
+    received = await sink.wait_for(2)
+    assert [m.subject for m in received] == ["Hello 1", "Hello 2"]
+    await unreachable.aclose()
