@@ -20,6 +20,7 @@ from libs.clients.http import ServiceClient, ServiceTokenProvider
 from libs.clients.templates import TemplateCatalog
 from libs.clients.users import UserDirectory
 from libs.messaging.connection import open_broker
+from libs.ratelimit import TokenBuckets
 from libs.redis import Keys, create_redis
 from libs.status import StatusStore
 
@@ -61,6 +62,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.state.redis = redis
         app.state.keys = keys
         app.state.status = status
+        app.state.rate_limits = TokenBuckets(
+            redis, rate=settings.rate_limit_per_second, capacity=settings.rate_limit_burst
+        )
         app.state.publisher = publisher
         app.state.verifier = JwksVerifier(
             f"{settings.user_service_url.rstrip('/')}{JWKS_PATH}",

@@ -31,7 +31,7 @@ from libs.api import (
 )
 from libs.auth import Principal, Role, require_roles
 from libs.envelope import Channel, Status
-from libs.ratelimit import TokenBucket
+from libs.ratelimit import TokenBuckets
 from libs.redis import Keys
 from libs.status import ALLOWED_FROM, StatusStore
 
@@ -44,14 +44,8 @@ Reporter = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE))
 
 async def rate_limited(request: Request, principal: Sender) -> Principal:
     """One token bucket per caller, shared by all gateway replicas."""
-    settings = request.app.state.settings
-    bucket = TokenBucket(
-        request.app.state.redis,
-        request.app.state.keys.rate_limit(f"gateway:{principal.sub}"),
-        rate=settings.rate_limit_per_second,
-        capacity=settings.rate_limit_burst,
-    )
-    verdict = await bucket.try_take()
+    limits: TokenBuckets = request.app.state.rate_limits
+    verdict = await limits.try_take(request.app.state.keys.rate_limit(f"gateway:{principal.sub}"))
     if not verdict.allowed:
         seconds = max(1, -(-verdict.retry_after_ms // 1000))
         raise RateLimited("Too many requests; slow down.", headers={"Retry-After": str(seconds)})

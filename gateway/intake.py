@@ -29,7 +29,7 @@ from libs.auth import Principal
 from libs.clients.errors import UpstreamNotFound, UpstreamUnavailable
 from libs.clients.templates import TemplateCatalog
 from libs.clients.users import UserDirectory
-from libs.envelope import NotificationMessage, Status
+from libs.envelope import Channel, NotificationMessage, Status
 from libs.logging import get_correlation_id
 from libs.messaging import headers as amqp_headers
 from libs.messaging.publisher import ConfirmedPublisher, PublishFailed
@@ -135,29 +135,51 @@ class NotificationIntake:
             await asyncio.sleep(POLL_SECONDS)
 
     async def _verify_references(self, request: NotificationRequest) -> None:
-        """Refuse unknown users and templates while their services can tell; accept otherwise."""
-        if self._users is not None:
-            try:
-                if not await self._users.exists(request.user_id):
-                    raise Unprocessable(f"No user with id {request.user_id}.", code="unknown_user")
-            except UpstreamUnavailable as exc:
-                log.warning("intake.user_check_skipped", error=str(exc))
-        if self._templates is not None:
-            try:
-                kind = await self._templates.channel_of(request.template_code)
-            except UpstreamNotFound as exc:
-                raise Unprocessable(
-                    f"No template with code {request.template_code!r}.", code="unknown_template"
-                ) from exc
-            except UpstreamUnavailable as exc:
-                log.warning("intake.template_check_skipped", error=str(exc))
-                return
-            if kind is not request.notification_type:
-                raise Unprocessable(
-                    f"Template {request.template_code!r} is a {kind} template, not "
-                    f"{request.notification_type}.",
-                    code="template_type_mismatch",
-                )
+        """Refuse unknown users and templates while their services can tell; accept otherwise.
+
+        The two lookups are independent (each a cache read, or a call on a miss): run together.
+        """
+        user_known, template_kind = await asyncio.gather(
+            self._user_known(request),
+            self._template_kind(request),
+            return_exceptions=True,
+        )
+        if isinstance(user_known, BaseException):
+            raise user_known
+        if user_known is False:
+            raise Unprocessable(f"No user with id {request.user_id}.", code="unknown_user")
+        if isinstance(template_kind, BaseException):
+            raise template_kind
+        if template_kind is not None and template_kind is not request.notification_type:
+            raise Unprocessable(
+                f"Template {request.template_code!r} is a {template_kind} template, not "
+                f"{request.notification_type}.",
+                code="template_type_mismatch",
+            )
+
+    async def _user_known(self, request: NotificationRequest) -> bool | None:
+        """True/False, or None when nobody can tell (no check, or user_service unreachable)."""
+        if self._users is None:
+            return None
+        try:
+            return await self._users.exists(request.user_id)
+        except UpstreamUnavailable as exc:
+            log.warning("intake.user_check_skipped", error=str(exc))
+            return None
+
+    async def _template_kind(self, request: NotificationRequest) -> Channel | None:
+        """The template's channel, or None when nobody can tell; 422 if there is no template."""
+        if self._templates is None:
+            return None
+        try:
+            return await self._templates.channel_of(request.template_code)
+        except UpstreamNotFound as exc:
+            raise Unprocessable(
+                f"No template with code {request.template_code!r}.", code="unknown_template"
+            ) from exc
+        except UpstreamUnavailable as exc:
+            log.warning("intake.template_check_skipped", error=str(exc))
+            return None
 
     async def _accept(
         self, principal: Principal, request: NotificationRequest, nid: uuid.UUID

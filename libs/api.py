@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -336,7 +336,3 @@ def create_app(
     for router in routers:
         app.include_router(router)
     return app
-
-
-async def noop_lifespan(_: FastAPI) -> AsyncIterator[None]:
-    yield

@@ -130,6 +130,8 @@ class JwksVerifier:
         sooner waits for the interval to pass, so a just-rotated key is found without a 401
         while a flood of made-up kids costs at most one fetch per interval.
         """
+        if missing_kid is None and time.monotonic() - self._fetched_at < self._cache_seconds:
+            return  # the common case, on every request: no lock
         async with self._lock:
             age = time.monotonic() - self._fetched_at
             if missing_kid is None and age < self._cache_seconds:

@@ -39,19 +39,31 @@ class Verdict:
     retry_after_ms: int
 
 
-class TokenBucket:
-    def __init__(self, redis: Redis, key: str, *, rate: float, capacity: float) -> None:
+class TokenBuckets:
+    """Buckets of one rate and capacity, one per key (say, one per caller); built once."""
+
+    def __init__(self, redis: Redis, *, rate: float, capacity: float) -> None:
         if rate <= 0 or capacity < 1:
             raise ValueError("rate must be > 0 and capacity >= 1")
-        self._key = key
         self._rate = rate
         self._capacity = capacity
         self._script = redis.register_script(_TAKE)
 
-    async def try_take(self, tokens: float = 1) -> Verdict:
+    async def try_take(self, key: str, tokens: float = 1) -> Verdict:
         """Take ``tokens`` if available now; otherwise say how long until they would be."""
-        wait = int(await self._script(keys=[self._key], args=[self._rate, self._capacity, tokens]))
+        wait = int(await self._script(keys=[key], args=[self._rate, self._capacity, tokens]))
         return Verdict(allowed=wait == 0, retry_after_ms=wait)
+
+
+class TokenBucket:
+    """One bucket (a provider's send quota)."""
+
+    def __init__(self, redis: Redis, key: str, *, rate: float, capacity: float) -> None:
+        self._key = key
+        self._buckets = TokenBuckets(redis, rate=rate, capacity=capacity)
+
+    async def try_take(self, tokens: float = 1) -> Verdict:
+        return await self._buckets.try_take(self._key, tokens)
 
     async def take(self, tokens: float = 1, max_wait: float = 30.0) -> bool:
         """Wait (up to ``max_wait`` seconds) until ``tokens`` can be taken; False on timeout."""

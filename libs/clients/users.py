@@ -12,6 +12,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict
 
 from libs.clients.cache import VersionedCache
+from libs.clients.errors import UpstreamNotFound
 from libs.clients.http import ServiceClient
 
 USER_CACHE = "user"
@@ -84,8 +85,6 @@ class UserDirectory:
 
     async def exists(self, user_id: UUID | str) -> bool:
         """Used by the gateway to refuse unknown users; raises UpstreamUnavailable if unsure."""
-        from libs.clients.errors import UpstreamNotFound
-
         try:
             await self.get_preferences(user_id)
         except UpstreamNotFound:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -410,7 +410,3 @@ async def _settle_quietly(settle: Awaitable[Any]) -> None:
 def _short(exc: BaseException, limit: int = 500) -> str:
     text = f"{type(exc).__name__}: {exc}"
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def retry_policy_from(delays_ms: Sequence[int], jitter: float) -> RetryPolicy:
-    return RetryPolicy(delays_ms=tuple(delays_ms), jitter=jitter)

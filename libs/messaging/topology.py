@@ -18,7 +18,7 @@ Declaring is idempotent: the same names with the same arguments, whoever starts 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -135,7 +135,3 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> None
         queue = await channel.declare_queue(qspec.name, durable=True, arguments=qspec.arguments)
         for exchange, key in qspec.bindings:
             await queue.bind(exchanges[exchange], routing_key=key)
-
-
-def queue_names(topology: Topology, prefix: str = "") -> Iterable[str]:
-    return (q.name for q in topology.queues if q.name.startswith(prefix))

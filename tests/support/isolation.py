@@ -110,18 +110,6 @@ class VhostPool:
 
 
 @asynccontextmanager
-async def temp_vhost(label: str = "vh") -> AsyncIterator[str]:
-    """A fresh vhost on the machine's RabbitMQ; yields its AMQP URL and deletes it afterwards."""
-    name = unique(label)
-    _rabbitmqctl("add_vhost", name)
-    _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-    try:
-        yield f"{AMQP_BASE}/{name}"
-    finally:
-        _rabbitmqctl("delete_vhost", name)
-
-
-@asynccontextmanager
 async def temp_database(label: str = "db") -> AsyncIterator[str]:
     """A fresh PostgreSQL database; yields its SQLAlchemy URL and drops it afterwards."""
     url = f"{PG_BASE}/{unique(label)}"
