@@ -7,9 +7,9 @@ from datetime import timedelta
 
 from dlq_service.config import MIGRATIONS_DIR, DlqSettings
 from dlq_service.service import archive_expired, utcnow
-from libs.db import create_engine, session_factory, upgrade
+from libs.http.serve import main, serve
 from libs.logging import configure_logging
-from libs.service import main, serve
+from libs.storage.db import create_engine, session_factory, upgrade
 
 
 def _serve() -> None:

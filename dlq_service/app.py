@@ -17,15 +17,15 @@ from dlq_service.config import DlqSettings
 from dlq_service.consumer import StoreFailedMessage, accept_any_body
 from dlq_service.endpoints import router
 from dlq_service.service import DlqService, Pacer
-from libs.api import create_app as create_service_app
-from libs.auth import JWKS_PATH, JwksVerifier
-from libs.db import create_engine, ping, session_factory
+from libs.http.app import create_app as create_service_app
+from libs.http.auth import JWKS_PATH, JwksVerifier
 from libs.messaging.connection import open_broker
 from libs.messaging.consumer import QueueConsumer
 from libs.messaging.publisher import ConfirmedPublisher
 from libs.messaging.topology import FAILED_QUEUE
-from libs.redis import Keys, create_redis
-from libs.status import StatusStore
+from libs.storage.db import create_engine, ping, session_factory
+from libs.storage.redis import Keys, create_redis
+from libs.storage.status_store import StatusStore
 
 log = structlog.get_logger(__name__)
 

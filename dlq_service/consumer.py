@@ -15,7 +15,7 @@ import structlog
 
 from dlq_service.failures import IncomingFailure
 from dlq_service.service import DlqService, StorageUnavailable
-from libs.messaging.consumer import Ack, Decision, Delivery, Requeue
+from libs.messaging.outcomes import Ack, Decision, Delivery, Requeue
 
 log = structlog.get_logger(__name__)
 

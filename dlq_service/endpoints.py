@@ -19,8 +19,8 @@ from dlq_service.schemas import (
     StatsOut,
 )
 from dlq_service.service import DlqService
-from libs.api import Envelope, PageMeta, ok
-from libs.auth import Principal, Role, require_roles
+from libs.http.auth import Principal, Role, require_roles
+from libs.http.envelope import Envelope, PageMeta, ok
 
 router = APIRouter(prefix="/api/v1/failed", tags=["failed messages"])
 

@@ -20,10 +20,10 @@ from typing import Any
 import orjson
 
 from dlq_service.models import BodyEncoding, FailedMessage, FailedState
-from libs.envelope import Channel, NotificationMessage
 from libs.messaging import headers as H
-from libs.messaging.consumer import INVALID_MESSAGE
+from libs.messaging.outcomes import INVALID_MESSAGE
 from libs.messaging.topology import work_queue
+from libs.notification.message import Channel, NotificationMessage
 
 UNKNOWN_REASON = "unknown"
 MAX_TEXT = 2000

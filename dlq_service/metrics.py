@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
-from libs.envelope import Channel
+from libs.notification.message import Channel
 
 UNKNOWN_CHANNEL = "unknown"
 

@@ -24,8 +24,8 @@ from dlq_service.models import (
 )
 from dlq_service.repository import FailedFilter
 from dlq_service.service import BulkResult, Stats
-from libs.api import Pagination
-from libs.envelope import Channel
+from libs.http.envelope import Pagination
+from libs.notification.message import Channel
 
 
 def _as_utc(value: datetime | None) -> datetime | None:

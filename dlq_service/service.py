@@ -39,11 +39,11 @@ from dlq_service.models import (
     FailedState,
 )
 from dlq_service.repository import FailedFilter
-from libs.api import Conflict, NotFound, ServiceUnavailable
-from libs.envelope import Channel, Status
+from libs.http.errors import Conflict, NotFound, ServiceUnavailable
 from libs.messaging.publisher import PublishFailed
 from libs.messaging.topology import DIRECT_EXCHANGE, routing_key
-from libs.status import TransitionResult
+from libs.notification.message import Channel
+from libs.notification.status import Status, TransitionResult
 
 log = structlog.get_logger(__name__)
 

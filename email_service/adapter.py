@@ -8,10 +8,10 @@ from typing import Any
 from email_service.providers import OutgoingEmail
 from libs.clients.templates import Rendered
 from libs.clients.users import Preferences, UserProfile
-from libs.delivery import Recipient
-from libs.envelope import Channel, NotificationMessage
+from libs.delivery.pipeline import Recipient
+from libs.delivery.providers import Commit, FailoverChain, SendResult
 from libs.logging import get_correlation_id
-from libs.providers import Commit, FailoverChain, SendResult
+from libs.notification.message import Channel, NotificationMessage
 
 
 def build_email(

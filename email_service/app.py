@@ -9,9 +9,9 @@ from email_service.config import EmailSettings
 from email_service.providers import OutgoingEmail
 from email_service.providers.sendgrid import SendGridProvider
 from email_service.providers.smtp import SmtpConfig, SmtpProvider
-from libs.delivery_runtime import AdapterDeps, ManagedAdapter, create_delivery_app, guard
-from libs.envelope import Channel
-from libs.providers import FailoverChain, GuardedProvider
+from libs.delivery.providers import FailoverChain, GuardedProvider
+from libs.delivery.runtime import AdapterDeps, ManagedAdapter, create_delivery_app, guard
+from libs.notification.message import Channel
 
 
 def build_providers(

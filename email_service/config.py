@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import AliasChoices, Field
 
-from libs.delivery_runtime import DeliverySettings
+from libs.delivery.runtime import DeliverySettings
 
 EmailProviderName = Literal["smtp", "smtp_backup", "sendgrid"]
 DEFAULT_ORDER: tuple[EmailProviderName, ...] = ("smtp",)

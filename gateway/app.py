@@ -13,16 +13,16 @@ from fastapi import FastAPI, Request
 from gateway.config import GatewaySettings
 from gateway.endpoints import router
 from gateway.intake import NotificationIntake
-from libs.api import create_app as create_service_app
-from libs.auth import JWKS_PATH, JwksVerifier
 from libs.clients.cache import VersionedCache
 from libs.clients.http import ServiceClient, ServiceTokenProvider
 from libs.clients.templates import TemplateCatalog
 from libs.clients.users import UserDirectory
+from libs.http.app import create_app as create_service_app
+from libs.http.auth import JWKS_PATH, JwksVerifier
 from libs.messaging.connection import open_broker
-from libs.ratelimit import TokenBuckets
-from libs.redis import Keys, create_redis
-from libs.status import StatusStore
+from libs.storage.ratelimit import TokenBuckets
+from libs.storage.redis import Keys, create_redis
+from libs.storage.status_store import StatusStore
 
 log = structlog.get_logger(__name__)
 

@@ -18,22 +18,14 @@ from gateway.schemas import (
     NotificationStatus,
     StatusReport,
 )
-from libs.api import (
-    Conflict,
-    Envelope,
-    NotFound,
-    PageMeta,
-    Pagination,
-    RateLimited,
-    ServiceUnavailable,
-    Unprocessable,
-    ok,
-)
-from libs.auth import Principal, Role, require_roles
-from libs.envelope import Channel, Status
-from libs.ratelimit import TokenBuckets
-from libs.redis import Keys
-from libs.status import ALLOWED_FROM, StatusStore
+from libs.http.auth import Principal, Role, require_roles
+from libs.http.envelope import Envelope, PageMeta, Pagination, ok
+from libs.http.errors import Conflict, NotFound, RateLimited, ServiceUnavailable, Unprocessable
+from libs.notification.message import Channel
+from libs.notification.status import ALLOWED_FROM, Status
+from libs.storage.ratelimit import TokenBuckets
+from libs.storage.redis import Keys
+from libs.storage.status_store import StatusStore
 
 router = APIRouter(prefix="/api/v1", tags=["notifications"])
 

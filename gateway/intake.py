@@ -24,18 +24,19 @@ import structlog
 from redis.asyncio import Redis
 
 from gateway.schemas import NotificationRequest
-from libs.api import Conflict, ServiceUnavailable, Unprocessable
-from libs.auth import Principal
 from libs.clients.errors import UpstreamNotFound, UpstreamUnavailable
 from libs.clients.templates import TemplateCatalog
 from libs.clients.users import UserDirectory
-from libs.envelope import Channel, NotificationMessage, Status
+from libs.http.auth import Principal
+from libs.http.errors import Conflict, ServiceUnavailable, Unprocessable
 from libs.logging import get_correlation_id
 from libs.messaging import headers as amqp_headers
 from libs.messaging.publisher import ConfirmedPublisher, PublishFailed
 from libs.messaging.topology import DIRECT_EXCHANGE, routing_key
-from libs.redis import Keys
-from libs.status import NewNotification, StatusStore
+from libs.notification.message import Channel, NotificationMessage
+from libs.notification.status import NewNotification, Status
+from libs.storage.redis import Keys
+from libs.storage.status_store import StatusStore
 
 log = structlog.get_logger(__name__)
 

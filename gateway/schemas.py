@@ -8,15 +8,15 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from libs.envelope import (
+from libs.notification.message import (
     LANGUAGE_PATTERN,
     PRIORITY_DEFAULT,
     PRIORITY_MAX,
     PRIORITY_MIN,
     TEMPLATE_CODE_PATTERN,
     Channel,
-    Status,
 )
+from libs.notification.status import Status
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@/+=-]{0,127}$"
 

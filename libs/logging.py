@@ -15,7 +15,6 @@ from contextvars import ContextVar
 from typing import Any
 
 import structlog
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CORRELATION_HEADER = "X-Correlation-ID"
 
@@ -87,31 +86,3 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "console") -
     root.setLevel(level.upper())
     for noisy in ("aiormq", "aio_pika", "uvicorn.access", "httpx", "httpcore", "mail.log"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-class CorrelationIdMiddleware:
-    """Pure ASGI middleware: binds the request's correlation id and echoes it in the response."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        incoming = None
-        for name, value in scope.get("headers", []):
-            if name == b"x-correlation-id":
-                incoming = value.decode("latin-1")
-                break
-        structlog.contextvars.clear_contextvars()
-        cid = bind_correlation_id(incoming)
-
-        async def send_with_header(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers.append((b"x-correlation-id", cid.encode("latin-1")))
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, send_with_header)

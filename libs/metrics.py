@@ -6,10 +6,7 @@ register them twice. Services add their own metrics in their own modules.
 
 from __future__ import annotations
 
-import time
-
 from prometheus_client import Counter, Gauge, Histogram
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HTTP_REQUESTS = Counter(
     "http_requests_total", "HTTP requests handled", ["method", "route", "status"]
@@ -44,32 +41,3 @@ PROVIDER_SENDS = Counter(
 BREAKER_STATE = Gauge(
     "circuit_breaker_open", "1 while the provider's circuit breaker is open", ["provider"]
 )
-
-
-class HttpMetricsMiddleware:
-    """Counts requests and times them by route template (not raw path, to bound cardinality)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def record_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, record_status)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            method = scope.get("method", "GET")
-            HTTP_REQUESTS.labels(method, template, str(status)).inc()
-            HTTP_LATENCY.labels(method, template).observe(time.perf_counter() - started)

@@ -11,9 +11,9 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from libs.envelope import Channel
-from libs.messaging.consumer import RetryPolicy
+from libs.messaging.policy import RetryPolicy
 from libs.messaging.topology import Topology, build_topology
+from libs.notification.message import Channel
 
 Environment = Literal["development", "test", "production"]
 

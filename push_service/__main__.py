@@ -1,6 +1,6 @@
 """python -m push_service: consume push.queue and serve health, readiness and metrics."""
 
-from libs.service import main, serve
+from libs.http.serve import main, serve
 from push_service.config import PushSettings
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@ from typing import Any
 
 from libs.clients.templates import Rendered
 from libs.clients.users import Preferences, UserDirectory, UserProfile
-from libs.delivery import Recipient
-from libs.envelope import Channel, NotificationMessage
-from libs.providers import Commit, FailoverChain, SendResult
+from libs.delivery.pipeline import Recipient
+from libs.delivery.providers import Commit, FailoverChain, SendResult
+from libs.notification.message import Channel, NotificationMessage
 
 HIGH_PRIORITY = 5
 

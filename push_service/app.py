@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from libs.delivery_runtime import AdapterDeps, ManagedAdapter, create_delivery_app, guard
-from libs.envelope import Channel
-from libs.providers import FailoverChain
+from libs.delivery.providers import FailoverChain
+from libs.delivery.runtime import AdapterDeps, ManagedAdapter, create_delivery_app, guard
+from libs.notification.message import Channel
 from push_service.adapter import PushAdapter
 from push_service.config import PushSettings
 from push_service.providers.fcm import AccessTokens, FcmProvider, load_service_account

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import AliasChoices, Field
 
-from libs.delivery_runtime import DeliverySettings
+from libs.delivery.runtime import DeliverySettings
 
 
 class PushSettings(DeliverySettings):

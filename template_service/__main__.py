@@ -6,12 +6,12 @@ import asyncio
 from pathlib import Path
 
 from libs.clients.cache import VersionedCache
-from libs.db import create_engine, session_factory, upgrade
+from libs.http.serve import main, serve
 from libs.logging import configure_logging
-from libs.redis import Keys, create_redis
-from libs.service import main, serve
+from libs.storage.db import create_engine, session_factory, upgrade
+from libs.storage.redis import Keys, create_redis
 from template_service.config import TemplateSettings
-from template_service.rendering import TemplateRenderer
+from template_service.rendering import SandboxRenderer
 from template_service.seed import seed_demo_templates
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -34,7 +34,7 @@ async def _seed(settings: TemplateSettings) -> None:
         await seed_demo_templates(
             session_factory(engine),
             VersionedCache(redis, Keys(settings.redis_key_prefix)),
-            TemplateRenderer(),
+            SandboxRenderer(),
             settings.default_language,
         )
     finally:

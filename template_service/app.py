@@ -9,14 +9,14 @@ from typing import Any
 import httpx
 from fastapi import FastAPI, Request
 
-from libs import api
-from libs.auth import JWKS_PATH, JwksVerifier
 from libs.clients.cache import VersionedCache
-from libs.db import create_engine, ping, session_factory
-from libs.redis import Keys, create_redis
+from libs.http.app import create_app as create_service_app
+from libs.http.auth import JWKS_PATH, JwksVerifier
+from libs.storage.db import create_engine, ping, session_factory
+from libs.storage.redis import Keys, create_redis
 from template_service.config import TemplateSettings
 from template_service.endpoints import router
-from template_service.rendering import RenderLimits, TemplateRenderer
+from template_service.rendering import RenderLimits, SandboxRenderer
 
 
 async def _postgres_ready(request: Request) -> Mapping[str, Any] | None:
@@ -41,7 +41,7 @@ def create_app(settings: TemplateSettings | None = None) -> FastAPI:
         app.state.sessions = session_factory(engine)
         app.state.redis = redis
         app.state.cache = VersionedCache(redis, Keys(settings.redis_key_prefix))
-        app.state.renderer = TemplateRenderer(
+        app.state.renderer = SandboxRenderer(
             RenderLimits(timeout_seconds=settings.render_timeout_seconds)
         )
         app.state.verifier = JwksVerifier(
@@ -58,7 +58,7 @@ def create_app(settings: TemplateSettings | None = None) -> FastAPI:
             await redis.aclose()
             await engine.dispose()
 
-    return api.create_app(
+    return create_service_app(
         service=settings.service_name,
         title="Herald template service",
         description=(

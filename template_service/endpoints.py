@@ -14,12 +14,12 @@ import structlog
 from fastapi import APIRouter, Depends, Path, Query, Request
 from redis.exceptions import RedisError
 
-from libs.api import Envelope, PageMeta, Pagination, ok
-from libs.auth import Principal, Role, require_roles
 from libs.clients.cache import VersionedCache
 from libs.clients.templates import TEMPLATE_CACHE
-from libs.db import SessionDep
-from libs.envelope import Channel
+from libs.http.auth import Principal, Role, require_roles
+from libs.http.envelope import Envelope, PageMeta, Pagination, ok
+from libs.notification.message import Channel
+from libs.storage.db import SessionDep
 from template_service.repository import TemplateRepository
 from template_service.schemas import (
     CODE_PATTERN,

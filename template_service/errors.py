@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from libs.api import BadRequest, Conflict, NotFound, Unprocessable
+from libs.http.errors import BadRequest, Conflict, NotFound, Unprocessable
 
 
 class TemplateNotFound(NotFound):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from libs.envelope import LANGUAGE_PATTERN
+from libs.notification.message import LANGUAGE_PATTERN
 
 _LANGUAGE = re.compile(LANGUAGE_PATTERN)
 

@@ -40,7 +40,7 @@ from jinja2.sandbox import (
 from jinja2.visitor import NodeTransformer
 from markupsafe import Markup
 
-from libs.envelope import Channel
+from libs.notification.message import Channel
 from template_service.errors import MissingVariable, TemplateRenderFailed, TemplateSyntaxProblem
 from template_service.plaintext import html_to_text
 
@@ -425,7 +425,7 @@ def _one_line(value: str) -> str:
     return re.sub(r"\s*[\r\n]+\s*", " ", value).strip()
 
 
-class TemplateRenderer:
+class SandboxRenderer:
     """Checks template syntax and renders template fields; compiled templates are cached."""
 
     def __init__(self, limits: RenderLimits | None = None) -> None:

@@ -10,7 +10,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
-from libs.envelope import Channel
+from libs.notification.message import Channel
 from template_service.models import Template, TemplateVersion
 
 # Larger offsets cannot match anything and would overflow PostgreSQL's bigint.

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from libs.envelope import TEMPLATE_CODE_PATTERN, Channel
+from libs.notification.message import TEMPLATE_CODE_PATTERN, Channel
 from template_service.languages import normalize_language
 from template_service.models import Template, TemplateVersion
 from template_service.rendering import Content

@@ -10,9 +10,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from libs.clients.cache import VersionedCache
 from libs.clients.templates import TEMPLATE_CACHE
-from libs.envelope import Channel
+from libs.notification.message import Channel
 from template_service.errors import TemplateExists
-from template_service.rendering import TemplateRenderer
+from template_service.rendering import SandboxRenderer
 from template_service.repository import TemplateRepository
 from template_service.schemas import TemplateCreate
 from template_service.service import TemplateService
@@ -77,7 +77,7 @@ DEMO_TEMPLATES: tuple[TemplateCreate, ...] = (
 async def seed_demo_templates(
     sessions: async_sessionmaker[AsyncSession],
     cache: VersionedCache | None,
-    renderer: TemplateRenderer,
+    renderer: SandboxRenderer,
     default_language: str,
 ) -> list[str]:
     """Create the demo templates that do not exist yet; returns ``code:language`` of those made."""

@@ -14,8 +14,8 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 from sqlalchemy.exc import IntegrityError
 
-from libs.api import Unprocessable
-from libs.envelope import Channel, utcnow
+from libs.http.errors import Unprocessable
+from libs.notification.message import Channel, utcnow
 from template_service.errors import (
     MissingVariable,
     NoChanges,
@@ -27,7 +27,7 @@ from template_service.errors import (
 )
 from template_service.languages import fallback_chain, normalize_language
 from template_service.models import Template, TemplateVersion
-from template_service.rendering import Content, TemplateRenderer
+from template_service.rendering import Content, SandboxRenderer
 from template_service.repository import TemplateRepository
 from template_service.schemas import (
     RenderResult,
@@ -71,7 +71,7 @@ def version_content(template: Template, version: TemplateVersion) -> Content:
 
 class TemplateService:
     def __init__(
-        self, repository: TemplateRepository, renderer: TemplateRenderer, default_language: str
+        self, repository: TemplateRepository, renderer: SandboxRenderer, default_language: str
     ) -> None:
         self.repository = repository
         self.renderer = renderer

@@ -9,7 +9,7 @@ import pytest
 from redis.asyncio import Redis
 
 from devtools import infra
-from libs.redis import Keys
+from libs.storage.redis import Keys
 from tests.support.isolation import (
     AMQP_BASE,
     REDIS_URL,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from libs.service import main, serve
+from libs.http.serve import main, serve
 from user_service.cli import run_keys, run_migrate, run_seed
 from user_service.config import UserSettings
 

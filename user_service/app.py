@@ -11,10 +11,10 @@ import structlog
 from fastapi import FastAPI, Request
 from sqlalchemy.exc import SQLAlchemyError
 
-from libs import api
 from libs.clients.cache import VersionedCache
-from libs.db import create_engine, ping, session_factory
-from libs.redis import Keys, create_redis
+from libs.http.app import create_app as create_service_app
+from libs.storage.db import create_engine, ping, session_factory
+from libs.storage.redis import Keys, create_redis
 from user_service.config import UserSettings
 from user_service.endpoints import routers
 from user_service.security import LocalVerifier, PasswordHasher, SigningKeyStore, TokenIssuer
@@ -69,7 +69,7 @@ def create_app(settings: UserSettings | None = None) -> FastAPI:
             await redis.aclose()
             await engine.dispose()
 
-    app = api.create_app(
+    app = create_service_app(
         service=settings.service_name,
         title="Herald user service",
         description=DESCRIPTION,

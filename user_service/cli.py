@@ -14,10 +14,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from libs import db
-from libs.api import AppError
-from libs.auth import Role
+from libs.http.auth import Role
+from libs.http.errors import AppError
 from libs.logging import configure_logging
+from libs.storage import db
 from user_service import repository
 from user_service.config import UserSettings
 from user_service.models import SigningKey, utcnow

@@ -13,9 +13,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from libs.api import Envelope, PageMeta, Pagination, ok
-from libs.auth import CurrentPrincipal, Principal, Role, current_principal, require_roles
-from libs.db import SessionDep
+from libs.http.auth import CurrentPrincipal, Principal, Role, current_principal, require_roles
+from libs.http.envelope import Envelope, PageMeta, Pagination, ok
+from libs.storage.db import SessionDep
 from user_service import repository
 from user_service.models import SigningKey, utcnow
 from user_service.schemas import (

@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, func, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from libs.auth import Role
+from libs.http.auth import Role
 from user_service.models import PushToken, SigningKey, User
 
 # pg_advisory_xact_lock key serialising signing-key changes across replicas.

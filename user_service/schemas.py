@@ -17,8 +17,8 @@ from pydantic import (
     StringConstraints,
 )
 
-from libs.api import Envelope
-from libs.auth import Role
+from libs.http.auth import Role
+from libs.http.envelope import Envelope
 from user_service.security import KeyStatus
 
 Platform = Literal["android", "ios", "web"]

@@ -33,8 +33,15 @@ from jwt.algorithms import RSAAlgorithm
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from libs.api import Conflict, NotFound, Unauthorized
-from libs.auth import ALGORITHM, Principal, Role, decode_token, principal_from_claims, token_kid
+from libs.http.auth import (
+    ALGORITHM,
+    Principal,
+    Role,
+    decode_token,
+    principal_from_claims,
+    token_kid,
+)
+from libs.http.errors import Conflict, NotFound, Unauthorized
 from user_service import repository
 from user_service.config import UserSettings
 from user_service.models import SigningKey, utcnow
@@ -300,7 +307,7 @@ class TokenIssuer:
 
 
 class LocalVerifier:
-    """:class:`libs.auth.TokenVerifier` for user_service itself: verifies with its own
+    """:class:`libs.http.auth.TokenVerifier` for user_service itself: verifies with its own
     published keys, so a retired key stops working here as it does everywhere else."""
 
     def __init__(self, keys: SigningKeyStore, settings: UserSettings) -> None:

@@ -18,10 +18,17 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from libs.api import Conflict, Forbidden, NotFound, ServiceUnavailable, Unauthorized, Unprocessable
-from libs.auth import Principal, Role
 from libs.clients.cache import VersionedCache
 from libs.clients.users import PREFERENCES_CACHE, USER_CACHE
+from libs.http.auth import Principal, Role
+from libs.http.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    ServiceUnavailable,
+    Unauthorized,
+    Unprocessable,
+)
 from user_service import repository
 from user_service.config import UserSettings
 from user_service.models import PushToken, User, utcnow

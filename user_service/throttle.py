@@ -16,8 +16,8 @@ import hashlib
 
 from redis.asyncio import Redis
 
-from libs.api import RateLimited
-from libs.redis import Keys
+from libs.http.errors import RateLimited
+from libs.storage.redis import Keys
 from user_service.config import UserSettings
 
 # KEYS: failures, lock. ARGV: window, max failures, lockout. Returns the failure count.

@@ -1,6 +1,7 @@
 """Alembic environment: async engine, URL from ``config.attributes["database_url"]``.
 
-``libs.db.alembic_config`` sets that attribute, so ``python -m dlq_service migrate`` needs no ini.
+``libs.storage.db.alembic_config`` sets that attribute, so ``python -m dlq_service migrate`` needs
+no ini.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Email providers. Each one implements libs.providers.Provider[OutgoingEmail]."""
+"""Email providers. Each one implements libs.delivery.providers.Provider[OutgoingEmail]."""
 
 from __future__ import annotations
 

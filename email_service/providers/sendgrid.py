@@ -15,7 +15,12 @@ from typing import Any
 import httpx
 
 from email_service.providers import OutgoingEmail
-from libs.providers import Commit, PermanentProviderError, SendResult, TransientProviderError
+from libs.delivery.providers import (
+    Commit,
+    PermanentProviderError,
+    SendResult,
+    TransientProviderError,
+)
 
 
 def sendgrid_body(email: OutgoingEmail) -> dict[str, Any]:

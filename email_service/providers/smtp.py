@@ -26,7 +26,12 @@ import aiosmtplib
 import structlog
 
 from email_service.providers import OutgoingEmail
-from libs.providers import Commit, PermanentProviderError, SendResult, TransientProviderError
+from libs.delivery.providers import (
+    Commit,
+    PermanentProviderError,
+    SendResult,
+    TransientProviderError,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -167,7 +172,7 @@ async def _transaction(
     timeout: float,
 ) -> None:
     """MAIL, RCPT, DATA, and the end-of-data line (the relay's point of no return) with the
-    ``committing`` mark written next to it (see libs/claims.py for why and what it buys).
+    ``committing`` mark written next to it (see libs/delivery/claims.py for why and what it buys).
 
     The end-of-data line is queued in the kernel first, held back with TCP_CORK so it wakes nobody;
     then the mark is written; then the cork is released. Killed before the line is queued: nothing

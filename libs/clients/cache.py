@@ -19,7 +19,7 @@ from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from libs.clients.errors import UpstreamUnavailable
-from libs.redis import Keys
+from libs.storage.redis import Keys
 
 log = structlog.get_logger(__name__)
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from libs.clients.cache import VersionedCache
 from libs.clients.http import ServiceClient
-from libs.envelope import Channel
+from libs.notification.message import Channel
 
 TEMPLATE_CACHE = "template"
 
@@ -41,7 +41,7 @@ def variables_digest(variables: dict[str, Any]) -> str:
     return hashlib.sha256(canonical).hexdigest()[:32]
 
 
-class TemplateRenderer:
+class RenderClient:
     def __init__(
         self,
         client: ServiceClient,

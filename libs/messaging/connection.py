@@ -6,10 +6,10 @@ import asyncio
 
 import aio_pika
 import structlog
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
 from libs.messaging.publisher import ConfirmedPublisher
-from libs.messaging.topology import Topology, declare_topology
+from libs.messaging.topology import Topology
 
 log = structlog.get_logger(__name__)
 
@@ -41,11 +41,26 @@ async def open_broker(
 ) -> tuple[AbstractRobustConnection, ConfirmedPublisher]:
     """Connect, declare the whole topology (idempotent), and open a confirmed publisher."""
     connection = await connect(url, name=name)
-    channel = await connection.channel()
+    amqp_channel = await connection.channel()
     try:
-        await declare_topology(channel, topology)
+        await declare_topology(amqp_channel, topology)
     finally:
-        await channel.close()
+        await amqp_channel.close()
     publisher = ConfirmedPublisher(connection, confirm_timeout=confirm_timeout)
     await publisher.open()
     return connection, publisher
+
+
+async def declare_topology(amqp_channel: AbstractChannel, topology: Topology) -> None:
+    """Declare every exchange, queue and binding; safe to run any number of times."""
+    exchanges = {}
+    for spec in topology.exchanges:
+        exchanges[spec.name] = await amqp_channel.declare_exchange(
+            spec.name, aio_pika.ExchangeType(spec.type), durable=True
+        )
+    for qspec in topology.queues:
+        queue = await amqp_channel.declare_queue(
+            qspec.name, durable=True, arguments=qspec.arguments
+        )
+        for exchange, key in qspec.bindings:
+            await queue.bind(exchanges[exchange], routing_key=key)

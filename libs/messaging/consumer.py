@@ -9,10 +9,8 @@ publish fails, the message is requeued, never dropped.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
@@ -23,6 +21,18 @@ from pydantic import ValidationError
 
 from libs.logging import bind_correlation_id
 from libs.messaging import headers as H
+from libs.messaging.outcomes import (
+    INVALID_MESSAGE,
+    RETRIES_EXHAUSTED,
+    Ack,
+    DeadLetter,
+    Decision,
+    Delivery,
+    Requeue,
+    Retry,
+    int_header,
+)
+from libs.messaging.policy import RetryPolicy
 from libs.messaging.publisher import ConfirmedPublisher, PublishFailed
 from libs.messaging.topology import DEAD_LETTER_EXCHANGE, FAILED_ROUTING_KEY
 from libs.metrics import MESSAGE_HANDLING, MESSAGES_CONSUMED
@@ -30,123 +40,6 @@ from libs.metrics import MESSAGE_HANDLING, MESSAGES_CONSUMED
 log = structlog.get_logger(__name__)
 
 M = TypeVar("M")
-
-INVALID_MESSAGE = "invalid_message"
-RETRIES_EXHAUSTED = "retries_exhausted"
-PERMANENT_ERROR = "permanent_error"
-
-
-@dataclass(frozen=True)
-class Delivery(Generic[M]):
-    """A decoded message and what the broker told us about it."""
-
-    message: M
-    message_id: str | None
-    correlation_id: str | None
-    headers: dict[str, Any]
-    routing_key: str
-    redelivered: bool
-    priority: int
-
-    @property
-    def attempts(self) -> int:
-        """Attempts that already failed before this delivery."""
-        return _int_header(self.headers, H.ATTEMPTS)
-
-    @property
-    def waits(self) -> int:
-        return _int_header(self.headers, H.WAITS)
-
-
-def _int_header(headers: dict[str, Any], name: str) -> int:
-    try:
-        return int(headers.get(name) or 0)
-    except (TypeError, ValueError):
-        return 0
-
-
-@dataclass(frozen=True)
-class Ack:
-    """The work is done (sent, skipped, or already done by an earlier delivery)."""
-
-    outcome: str = "done"
-
-
-@dataclass(frozen=True)
-class Retry:
-    """A transient failure: try again later through a delay queue.
-
-    ``not_before_ms`` asks for at least that much delay (a provider's Retry-After, a breaker's
-    remaining open time). ``count_attempt=False`` parks the message without spending an attempt:
-    no provider was called (the send claim is held by another consumer, or every provider's
-    breaker is open).
-    """
-
-    error: str
-    error_class: str = "TransientError"
-    not_before_ms: int = 0
-    count_attempt: bool = True
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """Give up now: the message goes to failed.queue with this reason."""
-
-    reason: str
-    error: str
-    error_class: str = "PermanentError"
-
-
-@dataclass(frozen=True)
-class Requeue:
-    """Give the message back to the broker as it is (nack with requeue), e.g. at shutdown."""
-
-    reason: str = "requeued"
-
-
-Decision = Ack | Retry | DeadLetter | Requeue
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with jitter; one delay queue per configured delay.
-
-    ``delays_ms[i]`` is the wait before retry ``i + 1``; after ``len(delays_ms)`` retries the
-    message is dead-lettered. Each message's expiration is its queue's delay scaled by a random
-    factor in ``[1 - jitter, 1 + jitter]``; a queue expires messages in order, so a message can wait
-    at most ``2 * jitter * delay`` longer than its own expiration.
-    """
-
-    delays_ms: tuple[int, ...] = (1000, 2000, 4000)
-    jitter: float = 0.2
-    claim_wait_ms: int = 2000
-    park_delays_ms: tuple[int, ...] = (5_000, 15_000, 30_000, 60_000)
-    max_waits: int = 720
-
-    @property
-    def max_retries(self) -> int:
-        return len(self.delays_ms)
-
-    def queue_delays(self) -> tuple[int, ...]:
-        """Every delay that needs a queue."""
-        return tuple(sorted({*self.delays_ms, self.claim_wait_ms, *self.park_delays_ms}))
-
-    def delay_for(self, retry_number: int, not_before_ms: int = 0) -> tuple[int, int]:
-        """(queue delay, jittered expiration) for retry number ``retry_number`` (1-based)."""
-        base = self.delays_ms[min(retry_number, len(self.delays_ms)) - 1]
-        return self._jittered(max(base, not_before_ms))
-
-    def wait_delay(self, not_before_ms: int = 0) -> tuple[int, int]:
-        """(queue delay, expiration) for parking a message without spending an attempt."""
-        return self._jittered(max(self.claim_wait_ms, not_before_ms))
-
-    def _jittered(self, wanted_ms: int) -> tuple[int, int]:
-        # The smallest delay queue that is long enough (a provider's Retry-After can be long).
-        longer = [d for d in self.queue_delays() if d >= wanted_ms]
-        base = longer[0] if longer else max(self.queue_delays())
-        factor = 1 + random.uniform(-self.jitter, self.jitter)  # noqa: S311 - jitter, not crypto
-        return base, max(1, int(base * factor))
-
 
 Parser = Callable[[bytes], M]
 Handler = Callable[[Delivery[M]], Awaitable[Decision]]
@@ -181,7 +74,7 @@ class QueueConsumer(Generic[M]):
         self._policy = retry_policy
         self._delay_queue = delay_queue
         self._on_dead_letter = on_dead_letter
-        self._channel: AbstractChannel | None = None
+        self._amqp_channel: AbstractChannel | None = None
         self._consumer_tag: str | None = None
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -197,17 +90,17 @@ class QueueConsumer(Generic[M]):
         return (
             self._consumer_tag is not None
             and not self._stopping
-            and self._channel is not None
-            and not self._channel.is_closed
+            and self._amqp_channel is not None
+            and not self._amqp_channel.is_closed
             and self._connection.connected.is_set()
         )
 
     async def start(self) -> None:
-        self._channel = await self._connection.channel()
-        await self._channel.set_qos(prefetch_count=self._prefetch)
+        self._amqp_channel = await self._connection.channel()
+        await self._amqp_channel.set_qos(prefetch_count=self._prefetch)
         # A (passive) declare registers the queue with the robust channel, which then consumes
         # again by itself after a reconnect; get_queue(ensure=False) would not be restored.
-        queue = await self._channel.declare_queue(self._queue_name, passive=True)
+        queue = await self._amqp_channel.declare_queue(self._queue_name, passive=True)
         self._consumer_tag = await queue.consume(self._on_message)
         log.info("consumer.started", queue=self._queue_name, prefetch=self._prefetch)
 
@@ -217,10 +110,10 @@ class QueueConsumer(Generic[M]):
         Messages prefetched but not started are requeued by the broker when the channel closes.
         """
         self._stopping = True
-        if self._channel is not None and not self._channel.is_closed:
+        if self._amqp_channel is not None and not self._amqp_channel.is_closed:
             if self._consumer_tag is not None:
                 try:
-                    queue = await self._channel.declare_queue(self._queue_name, passive=True)
+                    queue = await self._amqp_channel.declare_queue(self._queue_name, passive=True)
                     await asyncio.wait_for(queue.cancel(self._consumer_tag), 5)
                 except (TimeoutError, aiormq.exceptions.AMQPError, RuntimeError) as exc:
                     log.warning("consumer.cancel_failed", error=repr(exc))
@@ -228,7 +121,7 @@ class QueueConsumer(Generic[M]):
                 await asyncio.wait_for(self._idle.wait(), timeout)
             except TimeoutError:
                 log.warning("consumer.stop_timeout", in_flight=self._in_flight)
-            await self._channel.close()
+            await self._amqp_channel.close()
         log.info("consumer.stopped", queue=self._queue_name)
 
     async def _on_message(self, raw: AbstractIncomingMessage) -> None:
@@ -370,7 +263,7 @@ class QueueConsumer(Generic[M]):
             H.FAILURE_SERVICE: self._service,
             H.FAILURE_AT: datetime.now(UTC).isoformat(),
             H.ORIGINAL_ROUTING_KEY: raw.routing_key or "",
-            H.ATTEMPTS: _int_header(headers, H.ATTEMPTS),
+            H.ATTEMPTS: int_header(headers, H.ATTEMPTS),
         }
         try:
             await self._publisher.publish(

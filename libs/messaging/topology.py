@@ -13,7 +13,8 @@ carries its own (jittered) expiration, and when it expires the queue dead-letter
 ``notifications.direct`` with the channel's routing key. Queues are named after their delay, so
 changing the configured delays adds queues instead of redeclaring one with other arguments.
 
-Declaring is idempotent: the same names with the same arguments, whoever starts first.
+Declaring is idempotent: the same names with the same arguments, whoever starts first. This module
+is pure data (no broker client); :func:`libs.messaging.connection.declare_topology` declares it.
 """
 
 from __future__ import annotations
@@ -22,10 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import aio_pika
-from aio_pika.abc import AbstractChannel
-
-from libs.envelope import PRIORITY_MAX, Channel
+from libs.notification.message import PRIORITY_MAX, Channel
 
 DIRECT_EXCHANGE = "notifications.direct"
 DEAD_LETTER_EXCHANGE = "notifications.dlx"
@@ -50,7 +48,7 @@ def delay_queue(channel: Channel, delay_ms: int) -> str:
 @dataclass(frozen=True)
 class ExchangeSpec:
     name: str
-    type: aio_pika.ExchangeType = aio_pika.ExchangeType.DIRECT
+    type: Literal["direct", "fanout", "topic", "headers"] = "direct"
 
 
 @dataclass(frozen=True)
@@ -124,14 +122,3 @@ def build_topology(
         exchanges=(ExchangeSpec(DIRECT_EXCHANGE), ExchangeSpec(DEAD_LETTER_EXCHANGE)),
         queues=tuple(queues),
     )
-
-
-async def declare_topology(channel: AbstractChannel, topology: Topology) -> None:
-    """Declare every exchange, queue and binding; safe to run any number of times."""
-    exchanges = {}
-    for spec in topology.exchanges:
-        exchanges[spec.name] = await channel.declare_exchange(spec.name, spec.type, durable=True)
-    for qspec in topology.queues:
-        queue = await channel.declare_queue(qspec.name, durable=True, arguments=qspec.arguments)
-        for exchange, key in qspec.bindings:
-            await queue.bind(exchanges[exchange], routing_key=key)

@@ -1,1 +1,1 @@
-"""Push providers: each one implements libs.providers.Provider[dict] (an FCM v1 message)."""
+"""Push providers: each implements libs.delivery.providers.Provider[dict] (an FCM v1 message)."""

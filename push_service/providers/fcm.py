@@ -26,7 +26,7 @@ import httpx
 import structlog
 from google.oauth2 import service_account
 
-from libs.providers import (
+from libs.delivery.providers import (
     Commit,
     PermanentProviderError,
     RecipientGone,

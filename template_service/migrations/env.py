@@ -1,5 +1,5 @@
 """Alembic environment (async). The database URL comes from ``config.attributes["database_url"]``
-(set by ``libs.db.alembic_config``) or, for the alembic CLI, from ``sqlalchemy.url``."""
+(set by ``libs.storage.db.alembic_config``) or, for the alembic CLI, from ``sqlalchemy.url``."""
 
 from __future__ import annotations
 

@@ -17,8 +17,8 @@ from fastapi import FastAPI
 from jwt.algorithms import RSAAlgorithm
 
 from dlq_service.config import MIGRATIONS_DIR, DlqSettings
-from libs.auth import JWKS_PATH
-from libs.db import upgrade
+from libs.http.auth import JWKS_PATH
+from libs.storage.db import upgrade
 from tests.dlq_service.helpers import Harness, running
 from tests.support.servers import live_server
 

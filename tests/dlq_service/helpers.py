@@ -19,9 +19,9 @@ from dlq_service.app import create_app
 from dlq_service.config import DlqSettings
 from dlq_service.failures import IncomingFailure
 from dlq_service.service import DlqService
-from libs.envelope import Channel, NotificationMessage
 from libs.messaging import headers as H
 from libs.messaging.topology import DEAD_LETTER_EXCHANGE, FAILED_QUEUE, FAILED_ROUTING_KEY
+from libs.notification.message import Channel, NotificationMessage
 from tests.support.servers import app_client
 
 ADMIN_SUB = "admin-alice"

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dlq_service.config import DlqSettings
-from libs.envelope import Channel, NotificationMessage
+from libs.notification.message import Channel, NotificationMessage
 from tests.dlq_service.helpers import (
     ADMIN_SUB,
     Harness,

@@ -16,8 +16,8 @@ from dlq_service.failures import (
     republish_headers,
     republish_number,
 )
-from libs.envelope import Channel
 from libs.messaging import headers as H
+from libs.notification.message import Channel
 from tests.dlq_service.helpers import failure_headers, incoming, notification
 
 NOW = datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC)

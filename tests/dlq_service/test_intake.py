@@ -12,10 +12,10 @@ from aio_pika.abc import AbstractRobustConnection
 
 from dlq_service.config import MIGRATIONS_DIR, DlqSettings
 from dlq_service.repository import FailedFilter
-from libs.db import upgrade
-from libs.envelope import Channel
 from libs.messaging.topology import FAILED_QUEUE
 from libs.metrics import MESSAGES_CONSUMED
+from libs.notification.message import Channel
+from libs.storage.db import upgrade
 from tests.dlq_service.helpers import (
     Harness,
     eventually,

@@ -13,10 +13,11 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from redis.asyncio import Redis
 
 from dlq_service.config import DlqSettings
-from libs.envelope import Channel, NotificationMessage, Status
 from libs.messaging import headers as H
-from libs.redis import Keys
-from libs.status import NewNotification, StatusStore
+from libs.notification.message import Channel, NotificationMessage
+from libs.notification.status import NewNotification, Status
+from libs.storage.redis import Keys
+from libs.storage.status_store import StatusStore
 from tests.dlq_service.helpers import (
     ADMIN_SUB,
     Harness,

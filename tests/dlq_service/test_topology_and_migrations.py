@@ -15,7 +15,7 @@ from sqlmodel import SQLModel
 
 import dlq_service.models  # noqa: F401 - the tables
 from dlq_service.config import MIGRATIONS_DIR, DlqSettings
-from libs.db import alembic_config, create_engine
+from libs.storage.db import alembic_config, create_engine
 from tests.dlq_service.helpers import queue_depth, running
 
 

@@ -14,15 +14,15 @@ from devtools.smtp_sink import SmtpSink
 from email_service.providers import OutgoingEmail
 from email_service.providers.sendgrid import SendGridProvider
 from email_service.providers.smtp import SmtpConfig, SmtpProvider
-from libs.providers import (
+from libs.delivery.breaker import BreakerConfig, BreakerState, CircuitBreaker
+from libs.delivery.providers import (
     FailoverChain,
     GuardedProvider,
     PermanentProviderError,
     ProviderUnavailable,
     TransientProviderError,
 )
-from libs.ratelimit import TokenBucket
-from libs.resilience import BreakerConfig, BreakerState, CircuitBreaker
+from libs.storage.ratelimit import TokenBucket
 from tests.support.servers import live_server
 
 BREAKER = BreakerConfig(failure_threshold=2, window_seconds=30, open_seconds=30)

@@ -10,7 +10,7 @@ import pytest
 from devtools.smtp_sink import SmtpSink
 from email_service.providers import OutgoingEmail
 from email_service.providers.smtp import SmtpConfig, SmtpProvider
-from libs.providers import PermanentProviderError, TransientProviderError
+from libs.delivery.providers import PermanentProviderError, TransientProviderError
 
 
 def mail(n: int = 0) -> OutgoingEmail:
@@ -140,7 +140,7 @@ async def test_a_commit_mark_redis_cannot_take_does_not_stop_or_spoil_the_send(
 ):
     from redis.asyncio import Redis
 
-    from libs.claims import SendClaims
+    from libs.delivery.claims import SendClaims
     from tests.support.servers import free_port
 
     unreachable = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)

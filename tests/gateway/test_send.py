@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from libs.envelope import NotificationMessage
 from libs.messaging import headers as H
+from libs.notification.message import NotificationMessage
 from tests.support.amqp import get_one, queue_depth
 
 

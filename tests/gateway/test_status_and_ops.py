@@ -7,8 +7,8 @@ import uuid
 from datetime import UTC, datetime
 
 from gateway.app import create_app
-from libs.redis import Keys
-from libs.status import StatusStore
+from libs.storage.redis import Keys
+from libs.storage.status_store import StatusStore
 from tests.gateway.test_send import body
 from tests.support.amqp import queue_depth
 from tests.support.proxy import TcpProxy

@@ -16,7 +16,7 @@ from datetime import timedelta
 import aiobreaker
 import pytest
 
-from libs.resilience import BreakerConfig, BreakerState, CircuitBreaker
+from libs.delivery.breaker import BreakerConfig, BreakerState, CircuitBreaker
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import asyncio
 import time
 import uuid
 
-from libs.claims import ClaimState, InstanceHeartbeat, SendClaims
-from libs.ratelimit import TokenBucket
+from libs.delivery.claims import ClaimState, InstanceHeartbeat, SendClaims
+from libs.storage.ratelimit import TokenBucket
 
 
 async def test_claim_is_exclusive_then_sent_suppresses_repeats(redis, keys):

@@ -9,27 +9,20 @@ from functools import partial
 
 import pytest
 
-from libs.envelope import Channel, NotificationMessage
 from libs.messaging import headers as H
-from libs.messaging.connection import connect
-from libs.messaging.consumer import (
-    Ack,
-    DeadLetter,
-    Delivery,
-    QueueConsumer,
-    Requeue,
-    Retry,
-    RetryPolicy,
-)
+from libs.messaging.connection import connect, declare_topology
+from libs.messaging.consumer import QueueConsumer
+from libs.messaging.outcomes import Ack, DeadLetter, Delivery, Requeue, Retry
+from libs.messaging.policy import RetryPolicy
 from libs.messaging.publisher import ConfirmedPublisher, PublishFailed
 from libs.messaging.topology import (
     DEAD_LETTER_EXCHANGE,
     DIRECT_EXCHANGE,
     FAILED_QUEUE,
     build_topology,
-    declare_topology,
     delay_queue,
 )
+from libs.notification.message import Channel, NotificationMessage
 from tests.support.amqp import get_one, publish_raw, queue_depth
 
 POLICY = RetryPolicy(delays_ms=(100, 200), jitter=0.1, claim_wait_ms=100, park_delays_ms=(300,))

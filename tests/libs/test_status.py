@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from libs.envelope import Channel, Status
-from libs.status import NewNotification, StatusStore
+from libs.notification.message import Channel
+from libs.notification.status import NewNotification, Status
+from libs.storage.status_store import StatusStore
 
 
 def _new(channel: Channel = Channel.EMAIL, user: str | None = None, minutes_ago: int = 0):

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from devtools.fcm_stub import FcmStubState, create_fcm_stub, service_account
-from libs.providers import PermanentProviderError, RecipientGone, TransientProviderError
+from libs.delivery.providers import PermanentProviderError, RecipientGone, TransientProviderError
 from push_service.providers.fcm import AccessTokens, FcmProvider
 from tests.support.servers import free_port, live_server
 

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 
 from redis.asyncio import Redis
 
-from libs.db import drop_database, ensure_database
+from libs.storage.db import drop_database, ensure_database
 
 PG_BASE = "postgresql+asyncpg://postgres@127.0.0.1:5432"
 REDIS_URL = "redis://127.0.0.1:6379/0"

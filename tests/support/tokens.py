@@ -17,7 +17,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 
-from libs.auth import ALGORITHM
+from libs.http.auth import ALGORITHM
 from tests.support.servers import live_server
 
 ISSUER = "herald-user-service"

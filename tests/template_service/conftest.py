@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 from jwt.algorithms import RSAAlgorithm
 
-from libs.auth import ALGORITHM, JWKS_PATH
-from libs.db import upgrade
+from libs.http.auth import ALGORITHM, JWKS_PATH
 from libs.settings import ServiceSettings
+from libs.storage.db import upgrade
 from template_service.app import create_app
 from template_service.config import TemplateSettings
 from tests.support.isolation import REDIS_URL, temp_database, temp_redis_prefix

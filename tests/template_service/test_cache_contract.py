@@ -12,8 +12,8 @@ from sqlmodel import select
 
 from libs.clients.cache import VersionedCache
 from libs.clients.http import ServiceClient, ServiceTokenProvider
-from libs.clients.templates import TemplateRenderer as CachedRenderer
-from libs.redis import Keys
+from libs.clients.templates import RenderClient
+from libs.storage.redis import Keys
 from template_service.models import Template
 from tests.template_service.conftest import TemplateApi, TokenFactory
 from tests.template_service.factories import push_template
@@ -84,7 +84,7 @@ async def test_delivery_side_cache_sees_every_change(
     service = ServiceClient(
         "template_service", "http://testserver", client, FixedToken(token_factory("service"))
     )
-    renderer = CachedRenderer(service, VersionedCache(redis, keys))
+    renderer = RenderClient(service, VersionedCache(redis, keys))
     variables: dict[str, Any] = {"name": "Ana", "avatar": "a", "link": "herald://x"}
     await api.create(push_template(content="first {{ name }}"))
     requests.clear()

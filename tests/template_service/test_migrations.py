@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
 import template_service.models  # noqa: F401  (registers the tables)
-from libs.db import alembic_config
+from libs.storage.db import alembic_config
 from tests.template_service.conftest import MIGRATIONS, migrate
 
 TABLES = {"templates", "template_versions"}

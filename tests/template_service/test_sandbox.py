@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from libs.envelope import Channel
+from libs.notification.message import Channel
 from template_service.app import create_app
 from template_service.errors import TemplateRenderFailed
-from template_service.rendering import Content, RenderLimits, TemplateRenderer
+from template_service.rendering import Content, RenderLimits, SandboxRenderer
 from tests.support.isolation import temp_database, temp_redis_prefix
 from tests.support.servers import app_client
 from tests.template_service.conftest import TemplateApi, TokenFactory, make_settings, migrate
@@ -209,12 +209,12 @@ async def test_the_service_keeps_answering_while_a_render_burns_its_budget(
 # The renderer on its own: the limits bite where they should, ordinary templates are unaffected
 
 
-def _body(renderer: TemplateRenderer, source: str, **variables: object) -> str | None:
+def _body(renderer: SandboxRenderer, source: str, **variables: object) -> str | None:
     return renderer.render_sync(Content(type=Channel.PUSH, content=source), variables).body
 
 
 def test_ordinary_template_features_still_work() -> None:
-    renderer = TemplateRenderer()
+    renderer = SandboxRenderer()
     source = (
         "{% macro money(v) %}{{ '%.2f' | format(v) }}{% endmacro %}"
         "{% set ns = namespace(total=0) %}"
@@ -234,7 +234,7 @@ def test_ordinary_template_features_still_work() -> None:
 
 
 def test_step_budget_stops_long_loops() -> None:
-    renderer = TemplateRenderer(RenderLimits(max_steps=1000))
+    renderer = SandboxRenderer(RenderLimits(max_steps=1000))
 
     assert _body(renderer, "{% for i in range(900) %}{% endfor %}ok") == "ok"
     with pytest.raises(TemplateRenderFailed, match="too much work"):
@@ -242,7 +242,7 @@ def test_step_budget_stops_long_loops() -> None:
 
 
 def test_deadline_stops_slow_renders() -> None:
-    renderer = TemplateRenderer(RenderLimits(timeout_seconds=0.2, max_steps=10**9))
+    renderer = SandboxRenderer(RenderLimits(timeout_seconds=0.2, max_steps=10**9))
     started = time.monotonic()
 
     with pytest.raises(TemplateRenderFailed, match="took too long"):
@@ -255,7 +255,7 @@ def test_deadline_stops_slow_renders() -> None:
 
 
 def test_output_size_is_capped() -> None:
-    renderer = TemplateRenderer(RenderLimits(max_output_chars=1000))
+    renderer = SandboxRenderer(RenderLimits(max_output_chars=1000))
 
     assert len(_body(renderer, "{{ 'x' * 1000 }}") or "") == 1000
     with pytest.raises(TemplateRenderFailed, match="output"):
@@ -263,7 +263,7 @@ def test_output_size_is_capped() -> None:
 
 
 def test_markup_format_in_html_still_escapes_its_arguments() -> None:
-    renderer = TemplateRenderer()
+    renderer = SandboxRenderer()
     content = Content(
         type=Channel.EMAIL,
         subject="s",

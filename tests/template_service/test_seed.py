@@ -14,10 +14,10 @@ from sqlalchemy import func
 from sqlmodel import select
 
 from libs.clients.cache import VersionedCache
-from libs.db import create_engine, session_factory
-from libs.redis import Keys
+from libs.storage.db import create_engine, session_factory
+from libs.storage.redis import Keys
 from template_service.models import Template, TemplateVersion
-from template_service.rendering import TemplateRenderer
+from template_service.rendering import SandboxRenderer
 from template_service.seed import seed_demo_templates
 from tests.support.isolation import REDIS_URL
 from tests.template_service.conftest import TemplateApi, migrate
@@ -45,8 +45,8 @@ async def test_seed_is_idempotent_and_bumps_caches(
     cache = VersionedCache(redis, keys)
     try:
         sessions = session_factory(engine)
-        first = await seed_demo_templates(sessions, cache, TemplateRenderer(), "en")
-        second = await seed_demo_templates(sessions, cache, TemplateRenderer(), "en")
+        first = await seed_demo_templates(sessions, cache, SandboxRenderer(), "en")
+        second = await seed_demo_templates(sessions, cache, SandboxRenderer(), "en")
     finally:
         await engine.dispose()
 
@@ -97,7 +97,7 @@ async def test_seed_command_migrates_and_seeds(database_url: str, redis_prefix: 
     # what the command created is recognised by the next run
     engine = create_engine(database_url, pool_size=1)
     try:
-        again = await seed_demo_templates(session_factory(engine), None, TemplateRenderer(), "en")
+        again = await seed_demo_templates(session_factory(engine), None, SandboxRenderer(), "en")
     finally:
         await engine.dispose()
     assert again == []

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from redis.asyncio import Redis
 
-from libs.redis import Keys
+from libs.storage.redis import Keys
 from tests.template_service.conftest import TemplateApi
 from tests.template_service.factories import email_template, push_template, unique_code
 

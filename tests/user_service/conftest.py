@@ -50,7 +50,7 @@ def make_settings(database_url: str, redis_prefix: str, **overrides: Any) -> Use
 
 @pytest.fixture
 async def migrated_url(database_url: str) -> str:
-    # libs.db.upgrade runs its own event loop, hence a thread.
+    # libs.storage.db.upgrade runs its own event loop, hence a thread.
     await asyncio.to_thread(migrate, database_url)
     return database_url
 

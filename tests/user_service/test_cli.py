@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from libs.auth import Role
-from libs.db import create_engine, session_factory
+from libs.http.auth import Role
+from libs.storage.db import create_engine, session_factory
 from tests.user_service.conftest import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,

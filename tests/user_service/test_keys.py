@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import col
 
-from libs.api import Unauthorized
-from libs.auth import JWKS_PATH, JwksVerifier
-from libs.db import create_engine, session_factory
+from libs.http.auth import JWKS_PATH, JwksVerifier
+from libs.http.errors import Unauthorized
+from libs.storage.db import create_engine, session_factory
 from tests.support.servers import app_client, live_server
 from tests.user_service.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, login, register
 from user_service.app import create_app

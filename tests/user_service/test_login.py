@@ -8,7 +8,7 @@ import time
 import pytest
 from sqlmodel import select
 
-from libs.db import create_engine, session_factory
+from libs.storage.db import create_engine, session_factory
 from tests.support.servers import app_client
 from tests.user_service.conftest import PASSWORD, make_settings, register, unique_email
 from user_service.app import create_app

@@ -10,7 +10,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from libs.auth import JWKS_PATH, JwksVerifier, Role, decode_token, principal_from_claims
+from libs.http.auth import JWKS_PATH, JwksVerifier, Role, decode_token, principal_from_claims
 from tests.support.servers import live_server
 from tests.user_service.conftest import (
     ADMIN_EMAIL,
@@ -49,7 +49,7 @@ async def test_jwks_is_an_envelope_with_keys_at_the_top_level(client):
     assert {"kty", "n", "e", "kid", "use", "alg"} <= set(key)
     assert (key["kty"], key["use"], key["alg"]) == ("RSA", "sig", "RS256")
     assert not {"d", "p", "q", "dp", "dq", "qi"} & set(key)  # no private material
-    jwt.PyJWKSet.from_dict(body)  # what libs.auth.JwksVerifier does with the body
+    jwt.PyJWKSet.from_dict(body)  # what libs.http.auth.JwksVerifier does with the body
 
 
 async def test_token_claims_verify_against_the_published_keys(client, settings):

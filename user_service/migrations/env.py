@@ -1,4 +1,4 @@
-"""Alembic environment: async, URL from ``config.attributes["database_url"]`` (libs.db).
+"""Alembic environment: async, URL from ``config.attributes["database_url"]`` (libs.storage.db).
 
 Replicas may run ``migrate`` at the same time; an advisory lock held for the migration transaction
 makes them take turns, and the second finds nothing left to do.
@@ -22,7 +22,7 @@ config = context.config
 def _database_url() -> str:
     url = config.attributes.get("database_url") or config.get_main_option("sqlalchemy.url")
     if not url:
-        raise RuntimeError("no database URL: run migrations through libs.db.upgrade")
+        raise RuntimeError("no database URL: run migrations through libs.storage.db.upgrade")
     return str(url)
 
 

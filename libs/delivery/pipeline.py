@@ -20,28 +20,22 @@ from typing import Any, Protocol
 import structlog
 from redis.exceptions import RedisError
 
-from libs.claims import ClaimState, SendClaims
 from libs.clients.errors import UpstreamError, UpstreamNotFound, UpstreamRejected
-from libs.clients.templates import Rendered, TemplateRenderer
+from libs.clients.templates import RenderClient, Rendered
 from libs.clients.users import Preferences, UserDirectory, UserProfile
-from libs.envelope import TERMINAL_STATUSES, Channel, NotificationMessage, Status
-from libs.messaging.consumer import (
-    PERMANENT_ERROR,
-    Ack,
-    DeadLetter,
-    Decision,
-    Delivery,
-    Retry,
-)
-from libs.metrics import NOTIFICATIONS
-from libs.providers import (
+from libs.delivery.claims import ClaimState, SendClaims
+from libs.delivery.providers import (
     Commit,
     ProviderError,
     ProviderUnavailable,
     RecipientGone,
     SendResult,
 )
-from libs.status import NewNotification, StatusStore
+from libs.messaging.outcomes import PERMANENT_ERROR, Ack, DeadLetter, Decision, Delivery, Retry
+from libs.metrics import NOTIFICATIONS
+from libs.notification.message import Channel, NotificationMessage
+from libs.notification.status import TERMINAL_STATUSES, NewNotification, Status
+from libs.storage.status_store import StatusStore
 
 log = structlog.get_logger(__name__)
 
@@ -91,7 +85,7 @@ class DeliveryPipeline:
         *,
         adapter: ChannelAdapter,
         users: UserDirectory,
-        renderer: TemplateRenderer,
+        renderer: RenderClient,
         status: StatusStore,
         claims: SendClaims,
         service: str,

@@ -4,9 +4,9 @@ Transitions are atomic (one Lua script): a status only moves along the allowed e
 duplicate report (a redelivered message saying ``processing`` after ``delivered``) cannot rewrite
 history. Every change appends to the notification's timeline.
 
-Keys (see :class:`libs.redis.Keys`): ``notif:<id>`` hash, ``notif:<id>:timeline`` list of JSON
-events, and sorted sets ``idx:all``, ``idx:user:<id>``, ``idx:type:<t>``, ``idx:status:<s>`` scored
-by creation time for listing. Records expire after the retention; indexes are trimmed lazily.
+Keys (see :class:`libs.storage.redis.Keys`): ``notif:<id>`` hash, ``notif:<id>:timeline`` list of
+JSON events, and sorted sets ``idx:all``, ``idx:user:<id>``, ``idx:type:<t>``, ``idx:status:<s>``
+scored by creation time for listing. Records expire after the retention; indexes are trimmed lazily.
 """
 
 from __future__ import annotations
@@ -14,25 +14,15 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 
-from libs.envelope import Channel, Status
-from libs.redis import Keys
-
-ALLOWED_FROM: dict[Status, frozenset[Status]] = {
-    # republishing a failed notification makes it pending again
-    Status.PENDING: frozenset({Status.PENDING, Status.FAILED}),
-    Status.PROCESSING: frozenset({Status.PENDING, Status.PROCESSING}),
-    Status.DELIVERED: frozenset({Status.PENDING, Status.PROCESSING}),
-    Status.SKIPPED: frozenset({Status.PENDING, Status.PROCESSING}),
-    Status.FAILED: frozenset({Status.PENDING, Status.PROCESSING}),
-}
-"""Edges the delivery pipeline may take. Provider receipts may add ``delivered -> failed``."""
+from libs.notification.message import Channel
+from libs.notification.status import ALLOWED_FROM, NewNotification, Status, TransitionResult
+from libs.storage.redis import Keys
 
 TIMELINE_LIMIT = 200
 
@@ -85,29 +75,6 @@ redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('EXPIRE', KEYS[2], ttl)
 return {'ok', current}
 """
-
-
-@dataclass(frozen=True)
-class NewNotification:
-    notification_id: str
-    request_id: str
-    channel: Channel
-    user_id: str
-    template_code: str
-    priority: int
-    created_at: datetime
-    language: str | None = None
-    owner: str = ""
-
-
-@dataclass(frozen=True)
-class TransitionResult:
-    applied: bool
-    previous: Status | None
-
-    @property
-    def missing(self) -> bool:
-        return self.previous is None
 
 
 def _now() -> datetime:

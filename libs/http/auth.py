@@ -21,7 +21,7 @@ import structlog
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from libs.api import Forbidden, ServiceUnavailable, Unauthorized
+from libs.http.errors import Forbidden, ServiceUnavailable, Unauthorized
 
 log = structlog.get_logger(__name__)
 

@@ -1,7 +1,7 @@
-"""Pydantic models of what travels between services: the notification message and its statuses.
+"""The notification message: the JSON body of every message on ``email.queue`` and ``push.queue``.
 
-One place per fact: channel names, status values and the wire envelope are defined here and nowhere
-else.
+One place per fact: channel names, priorities and the field patterns the gateway validates with are
+defined here and nowhere else. (The HTTP response envelope is :mod:`libs.http.envelope`.)
 """
 
 from __future__ import annotations
@@ -22,17 +22,6 @@ TEMPLATE_CODE_PATTERN = r"^[a-z0-9][a-z0-9_.-]{1,99}$"
 class Channel(StrEnum):
     EMAIL = "email"
     PUSH = "push"
-
-
-class Status(StrEnum):
-    PENDING = "pending"
-    PROCESSING = "processing"
-    DELIVERED = "delivered"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-
-
-TERMINAL_STATUSES = frozenset({Status.DELIVERED, Status.FAILED, Status.SKIPPED})
 
 
 def utcnow() -> datetime:

@@ -42,7 +42,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from libs.redis import Keys
+from libs.storage.redis import Keys
 
 log = structlog.get_logger(__name__)
 

@@ -19,23 +19,23 @@ import structlog
 from fastapi import FastAPI, Request
 from redis.asyncio import Redis
 
-from libs.api import create_app
-from libs.claims import InstanceHeartbeat, SendClaims, new_instance_id
 from libs.clients.cache import VersionedCache
 from libs.clients.http import ServiceClient, ServiceTokenProvider
-from libs.clients.templates import TemplateRenderer
+from libs.clients.templates import RenderClient
 from libs.clients.users import UserDirectory
-from libs.delivery import ChannelAdapter, DeliveryPipeline
-from libs.envelope import Channel, NotificationMessage
+from libs.delivery.breaker import BreakerConfig, CircuitBreaker
+from libs.delivery.claims import InstanceHeartbeat, SendClaims, new_instance_id
+from libs.delivery.pipeline import ChannelAdapter, DeliveryPipeline
+from libs.delivery.providers import GuardedProvider, Provider
+from libs.http.app import create_app
 from libs.messaging.connection import open_broker
 from libs.messaging.consumer import QueueConsumer
 from libs.messaging.topology import delay_queue, work_queue
-from libs.providers import GuardedProvider, Provider
-from libs.ratelimit import TokenBucket
-from libs.redis import Keys, create_redis
-from libs.resilience import BreakerConfig, CircuitBreaker
+from libs.notification.message import Channel, NotificationMessage
 from libs.settings import MessagingSettings
-from libs.status import StatusStore
+from libs.storage.ratelimit import TokenBucket
+from libs.storage.redis import Keys, create_redis
+from libs.storage.status_store import StatusStore
 
 log = structlog.get_logger(__name__)
 
@@ -160,7 +160,7 @@ def create_delivery_app(
             preferences_ttl=settings.preferences_cache_seconds,
             stale_ttl=settings.stale_cache_seconds,
         )
-        renderer = TemplateRenderer(
+        renderer = RenderClient(
             ServiceClient("template_service", settings.template_service_url, http, tokens),
             cache,
             render_ttl=settings.render_cache_seconds,
@@ -169,7 +169,7 @@ def create_delivery_app(
         instance_id = new_instance_id(service)
         heartbeat = InstanceHeartbeat(redis, keys, instance_id)
         await heartbeat.start()
-        # Commit marks need a client without a socket timeout (see libs.claims.CommitMark).
+        # Commit marks need a client without a socket timeout (see libs.delivery.claims.CommitMark).
         commit_redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5)
         claims = SendClaims(
             redis,

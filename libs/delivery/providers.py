@@ -13,9 +13,9 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import structlog
 
+from libs.delivery.breaker import CircuitBreaker
 from libs.metrics import PROVIDER_SENDS
-from libs.ratelimit import TokenBucket
-from libs.resilience import CircuitBreaker
+from libs.storage.ratelimit import TokenBucket
 
 log = structlog.get_logger(__name__)
 
@@ -66,7 +66,7 @@ P_contra = TypeVar("P_contra", contravariant=True)
 
 
 class Commit(Protocol):
-    """Used by a provider around its point of no return (see libs/claims.py).
+    """Used by a provider around its point of no return (see libs/delivery/claims.py).
 
     ``prepare`` may wait; ``write`` hands the mark to the kernel without waiting for anything
     else; ``settle`` reads the acknowledgement afterwards.

@@ -1,0 +1,81 @@
+"""The app factory every service uses, with the operational routes.
+
+``create_app`` installs the envelope's error handlers and the shared middleware, and adds
+``/health`` (liveness), ``/ready`` (the service's own dependencies) and ``/metrics``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from libs.http.envelope import ok
+from libs.http.errors import error_response, install_error_handlers
+from libs.http.middleware import BodyLimitMiddleware, CorrelationIdMiddleware, HttpMetricsMiddleware
+
+ReadinessCheck = Callable[[Request], Awaitable[Mapping[str, Any] | None]]
+"""Returns details to show (or None); raises to report the dependency as down."""
+
+
+def operational_router(service: str, checks: Mapping[str, ReadinessCheck]) -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/health", summary="Liveness: the process answers; checks no dependency")
+    async def health() -> dict[str, Any]:
+        return ok({"status": "ok", "service": service, "timestamp": datetime.now(UTC)})
+
+    @router.get("/ready", summary="Readiness: the service's own dependencies answer")
+    async def ready(request: Request) -> Response:
+        details: dict[str, Any] = {}
+        healthy = True
+        for name, check in checks.items():
+            try:
+                info = await check(request)
+                details[name] = {"status": "ok", **(info or {})}
+            except Exception as exc:  # a readiness probe reports every failure, whatever it is
+                healthy = False
+                details[name] = {"status": "down", "error": f"{type(exc).__name__}: {exc}"}
+        data = {"status": "ok" if healthy else "unavailable", "service": service, "checks": details}
+        if healthy:
+            return JSONResponse(ok(data))
+        return error_response(503, "not_ready", "A dependency is unavailable.", data)
+
+    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def create_app(
+    *,
+    service: str,
+    title: str,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]] | None,
+    routers: Sequence[APIRouter] = (),
+    readiness: Mapping[str, ReadinessCheck] | None = None,
+    max_body_bytes: int = 65_536,
+    description: str = "",
+) -> FastAPI:
+    """Build a FastAPI app with the envelope, error handlers, middleware and operational routes."""
+    app = FastAPI(
+        title=title,
+        description=description,
+        version="0.1.0",
+        lifespan=lifespan,
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(HttpMetricsMiddleware)
+    app.add_middleware(CorrelationIdMiddleware)
+    app.include_router(operational_router(service, readiness or {}))
+    for router in routers:
+        app.include_router(router)
+    return app

@@ -1,0 +1,61 @@
+"""The response envelope every body is wrapped in: ``{success, data, error, message, meta}``."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, Field
+
+T = TypeVar("T")
+
+
+class PageMeta(BaseModel):
+    total: int
+    limit: int
+    page: int
+    total_pages: int
+    has_next: bool
+    has_previous: bool
+
+    @classmethod
+    def build(cls, total: int, limit: int, page: int) -> PageMeta:
+        pages = math.ceil(total / limit) if limit else 0
+        return cls(
+            total=total,
+            limit=limit,
+            page=page,
+            total_pages=pages,
+            has_next=page < pages,
+            has_previous=page > 1,
+        )
+
+
+class Envelope(BaseModel, Generic[T]):
+    """Every response body."""
+
+    success: bool
+    data: T | None = None
+    error: str | None = None
+    message: str | None = None
+    meta: PageMeta | dict[str, Any] | None = None
+
+
+def ok(data: Any = None, message: str | None = None, meta: Any = None) -> dict[str, Any]:
+    """A success envelope as a plain dict (FastAPI validates it against the response model)."""
+    return {"success": True, "data": data, "error": None, "message": message, "meta": meta}
+
+
+def error_body(code: str, message: str, data: Any = None) -> dict[str, Any]:
+    return {"success": False, "data": data, "error": code, "message": message, "meta": None}
+
+
+class Pagination(BaseModel):
+    """Query parameters of list endpoints."""
+
+    page: int = Field(default=1, ge=1)
+    limit: int = Field(default=20, ge=1, le=100)
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.limit

@@ -1,0 +1,103 @@
+"""ASGI middleware every service runs: correlation id, HTTP metrics, request body limit.
+
+Pure ASGI (no BaseHTTPMiddleware): they wrap ``send``/``receive`` and add no task per request.
+"""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from libs.http.errors import PayloadTooLarge, error_response
+from libs.logging import bind_correlation_id
+from libs.metrics import HTTP_LATENCY, HTTP_REQUESTS
+
+
+class CorrelationIdMiddleware:
+    """Pure ASGI middleware: binds the request's correlation id and echoes it in the response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = None
+        for name, value in scope.get("headers", []):
+            if name == b"x-correlation-id":
+                incoming = value.decode("latin-1")
+                break
+        structlog.contextvars.clear_contextvars()
+        cid = bind_correlation_id(incoming)
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"x-correlation-id", cid.encode("latin-1")))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
+
+
+class HttpMetricsMiddleware:
+    """Counts requests and times them by route template (not raw path, to bound cardinality)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "GET")
+            HTTP_REQUESTS.labels(method, template, str(status)).inc()
+            HTTP_LATENCY.labels(method, template).observe(time.perf_counter() - started)
+
+
+class BodyLimitMiddleware:
+    """413 in the envelope for bodies over the limit: by Content-Length up front, else as read."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        message = f"The request body exceeds {self.max_bytes} bytes."
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                response = error_response(413, "payload_too_large", message)
+                await response(scope, receive, send)
+                return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            event = await receive()
+            if event["type"] == "http.request":
+                received += len(event.get("body", b""))
+                if received > self.max_bytes:
+                    raise PayloadTooLarge(message)
+            return event
+
+        await self.app(scope, limited_receive, send)

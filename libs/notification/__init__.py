@@ -1,0 +1,2 @@
+"""What a notification is, independent of where it is stored or carried: the message on the queues
+and the status machine."""

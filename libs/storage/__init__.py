@@ -1,0 +1,2 @@
+"""Redis and PostgreSQL: connections, every Redis key name, and what is built on them (the
+notification status store, token buckets)."""
