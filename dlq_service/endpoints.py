@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 
 from dlq_service.repository import FailedFilter
 from dlq_service.schemas import (
@@ -19,6 +19,7 @@ from dlq_service.schemas import (
     StatsOut,
 )
 from dlq_service.service import DlqService
+from dlq_service.state import State
 from libs.http.auth import Principal, Role, require_roles
 from libs.http.envelope import Envelope, PageMeta, ok
 
@@ -27,9 +28,8 @@ router = APIRouter(prefix="/api/v1/failed", tags=["failed messages"])
 Admin = Annotated[Principal, Depends(require_roles(Role.ADMIN))]
 
 
-def _dlq(request: Request) -> DlqService:
-    service: DlqService = request.app.state.dlq
-    return service
+def _dlq(state: State) -> DlqService:
+    return state.dlq
 
 
 Dlq = Annotated[DlqService, Depends(_dlq)]
@@ -42,7 +42,7 @@ Dlq = Annotated[DlqService, Depends(_dlq)]
 )
 async def list_failed(
     _: Admin, dlq: Dlq, query: Annotated[FailedListQuery, Query()]
-) -> dict[str, Any]:
+) -> Envelope[list[FailedMessageSummary]]:
     rows, total = await dlq.search(query.failed_filter(), offset=query.offset, limit=query.limit)
     return ok(
         [FailedMessageSummary.of(r) for r in rows],
@@ -55,7 +55,7 @@ async def list_failed(
     response_model=Envelope[StatsOut],
     summary="Counts by state, channel and reason",
 )
-async def failed_stats(_: Admin, dlq: Dlq) -> dict[str, Any]:
+async def failed_stats(_: Admin, dlq: Dlq) -> Envelope[StatsOut]:
     return ok(StatsOut.of(await dlq.stats()))
 
 
@@ -64,7 +64,9 @@ async def failed_stats(_: Admin, dlq: Dlq) -> dict[str, Any]:
     response_model=Envelope[BulkRepublishOut],
     summary="Republish pending messages by id and/or filter, paced",
 )
-async def republish_many(principal: Admin, dlq: Dlq, body: BulkRepublishRequest) -> dict[str, Any]:
+async def republish_many(
+    principal: Admin, dlq: Dlq, body: BulkRepublishRequest
+) -> Envelope[BulkRepublishOut]:
     f = body.filter.to_filter(None, None) if body.filter else FailedFilter()
     result = await dlq.republish_many(f=f, ids=body.ids, limit=body.limit, actor=principal.sub)
     return ok(BulkRepublishOut.of(result))
@@ -75,7 +77,7 @@ async def republish_many(principal: Admin, dlq: Dlq, body: BulkRepublishRequest)
     response_model=Envelope[FailedMessageDetail],
     summary="One failed message with its headers, body and audit trail",
 )
-async def get_failed(failed_id: uuid.UUID, _: Admin, dlq: Dlq) -> dict[str, Any]:
+async def get_failed(failed_id: uuid.UUID, _: Admin, dlq: Dlq) -> Envelope[FailedMessageDetail]:
     row, events = await dlq.get(failed_id)
     return ok(FailedMessageDetail.with_events(row, list(events)))
 
@@ -85,7 +87,7 @@ async def get_failed(failed_id: uuid.UUID, _: Admin, dlq: Dlq) -> dict[str, Any]
     response_model=Envelope[RepublishOut],
     summary="Put one failed message back on its work queue",
 )
-async def republish_one(failed_id: uuid.UUID, principal: Admin, dlq: Dlq) -> dict[str, Any]:
+async def republish_one(failed_id: uuid.UUID, principal: Admin, dlq: Dlq) -> Envelope[RepublishOut]:
     result = await dlq.republish(failed_id, principal.sub)
     return ok(
         RepublishOut(
@@ -103,6 +105,6 @@ async def republish_one(failed_id: uuid.UUID, principal: Admin, dlq: Dlq) -> dic
 )
 async def discard_one(
     failed_id: uuid.UUID, principal: Admin, dlq: Dlq, body: DiscardRequest
-) -> dict[str, Any]:
+) -> Envelope[FailedMessageSummary]:
     row = await dlq.discard(failed_id, body.reason, principal.sub)
     return ok(FailedMessageSummary.of(row), message="Discarded.")

@@ -4,28 +4,24 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
-import orjson
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
-from gateway.intake import NotificationIntake
-from gateway.schemas import (
-    NotificationAccepted,
-    NotificationRequest,
-    NotificationStatus,
-    StatusReport,
-)
+from gateway.schemas import NotificationAccepted, NotificationRequest, StatusReport
+from gateway.state import GatewayState, State
 from libs.http.auth import Principal, Role, require_roles
 from libs.http.envelope import Envelope, PageMeta, Pagination, ok
 from libs.http.errors import Conflict, NotFound, RateLimited, ServiceUnavailable, Unprocessable
 from libs.notification.message import Channel
-from libs.notification.status import ALLOWED_FROM, Status
-from libs.storage.ratelimit import TokenBuckets
-from libs.storage.redis import Keys
-from libs.storage.status_store import StatusStore
+from libs.notification.status import (
+    Status,
+    StatusRecord,
+    receipt_allowed_from,
+    receipt_event,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["notifications"])
 
@@ -34,10 +30,9 @@ Reader = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE, Ro
 Reporter = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE))]
 
 
-async def rate_limited(request: Request, principal: Sender) -> Principal:
+async def rate_limited(state: State, principal: Sender) -> Principal:
     """One token bucket per caller, shared by all gateway replicas."""
-    limits: TokenBuckets = request.app.state.rate_limits
-    verdict = await limits.try_take(request.app.state.keys.rate_limit(f"gateway:{principal.sub}"))
+    verdict = await state.rate_limits.try_take(state.keys.caller_rate_limit(principal.sub))
     if not verdict.allowed:
         seconds = max(1, -(-verdict.retry_after_ms // 1000))
         raise RateLimited("Too many requests; slow down.", headers={"Retry-After": str(seconds)})
@@ -60,11 +55,10 @@ LimitedSender = Annotated[Principal, Depends(rate_limited)]
     },
 )
 async def send_notification(
-    body: NotificationRequest, request: Request, principal: LimitedSender
+    body: NotificationRequest, state: State, principal: LimitedSender
 ) -> JSONResponse:
-    intake: NotificationIntake = request.app.state.intake
     try:
-        accepted = await intake.submit(principal, body)
+        accepted = await state.intake.submit(principal, body)
     except RedisError as exc:
         raise ServiceUnavailable(
             "The idempotency store is unavailable; nothing was queued.",
@@ -73,54 +67,50 @@ async def send_notification(
         ) from exc
     message = "Already accepted (idempotent replay)." if accepted.replayed else "Accepted."
     headers = {"Idempotent-Replayed": "true"} if accepted.replayed else {}
-    return JSONResponse(ok(accepted.data, message), status_code=202, headers=headers)
+    envelope = ok(accepted.response, message)
+    return JSONResponse(envelope.model_dump(mode="json"), status_code=202, headers=headers)
 
 
-async def _find(request: Request, principal: Principal, ident: str) -> dict[str, Any]:
-    status: StatusStore = request.app.state.status
-    keys: Keys = request.app.state.keys
-    record: dict[str, Any] | None = None
+async def _find(state: GatewayState, principal: Principal, ident: str) -> StatusRecord:
+    record: StatusRecord | None = None
     with contextlib.suppress(ValueError):
-        record = await status.get(str(uuid.UUID(ident)))
+        record = await state.status.get(str(uuid.UUID(ident)))
     if record is None:
-        raw = await request.app.state.redis.get(keys.idempotency(principal.sub, ident))
-        if raw is not None:
-            response = orjson.loads(raw).get("response")
-            if response:
-                record = await status.get(response["notification_id"])
-    if record is None or (principal.role is Role.USER and record["user_id"] != principal.sub):
+        nid = await state.intake.notification_id_for(principal, ident)
+        if nid is not None:
+            record = await state.status.get(nid)
+    if record is None or (principal.role is Role.USER and str(record.user_id) != principal.sub):
         raise NotFound(f"No notification {ident!r}.", code="notification_not_found")
     return record
 
 
 @router.get(
     "/notifications/{notification_id}",
-    response_model=Envelope[NotificationStatus],
+    response_model=Envelope[StatusRecord],
     summary="Status, attempts, provider, last error and timeline (by notification or request id)",
 )
 async def get_notification(
-    notification_id: str, request: Request, principal: Reader
-) -> dict[str, Any]:
-    return ok(await _find(request, principal, notification_id))
+    notification_id: str, state: State, principal: Reader
+) -> Envelope[StatusRecord]:
+    return ok(await _find(state, principal, notification_id))
 
 
 @router.get(
     "/notifications/",
-    response_model=Envelope[list[NotificationStatus]],
+    response_model=Envelope[list[StatusRecord]],
     summary="List notifications, newest first, filtered by user, type and status",
 )
 async def list_notifications(
-    request: Request,
+    state: State,
     principal: Reader,
     page: Annotated[Pagination, Depends()],
     user_id: Annotated[uuid.UUID | None, Query()] = None,
     notification_type: Annotated[Channel | None, Query()] = None,
     status: Annotated[Status | None, Query()] = None,
-) -> dict[str, Any]:
-    store: StatusStore = request.app.state.status
+) -> Envelope[list[StatusRecord]]:
     if principal.role is Role.USER:
         user_id = uuid.UUID(principal.sub)  # users see only their own notifications
-    items, total = await store.search(
+    items, total = await state.status.search(
         user_id=str(user_id) if user_id else None,
         channel=notification_type,
         status=status,
@@ -132,33 +122,28 @@ async def list_notifications(
 
 @router.post(
     "/{notification_type}/status/",
-    response_model=Envelope[NotificationStatus],
+    response_model=Envelope[StatusRecord],
     summary="Report a status: delivery services and provider callbacks (receipts, bounces)",
 )
 async def report_status(
-    notification_type: Channel, body: StatusReport, request: Request, principal: Reporter
-) -> dict[str, Any]:
-    store: StatusStore = request.app.state.status
+    notification_type: Channel, body: StatusReport, state: State, principal: Reporter
+) -> Envelope[StatusRecord | None]:
+    store = state.status
     nid = str(body.notification_id)
     record = await store.get(nid)
     if record is None:
         raise NotFound(f"No notification {nid}.", code="notification_not_found")
-    if record["notification_type"] != notification_type.value:
+    if record.notification_type is not notification_type:
         raise Unprocessable(
-            f"Notification {nid} is a {record['notification_type']} notification.",
+            f"Notification {nid} is a {record.notification_type} notification.",
             code="type_mismatch",
         )
-    allowed = set(ALLOWED_FROM[body.status])
-    event = "receipt"
-    if body.status is Status.FAILED:
-        allowed.add(Status.DELIVERED)  # a bounce after the provider accepted the message
-        event = "bounce" if record["status"] == Status.DELIVERED.value else "receipt"
     result = await store.transition(
         nid,
         body.status,
-        event=event,
+        event=receipt_event(record.status, body.status),
         service=f"report:{principal.sub}",
-        allowed_from=allowed,
+        allowed_from=receipt_allowed_from(body.status),
         provider=body.provider,
         error=body.error,
         details={"reported_at": body.timestamp.isoformat()},

@@ -1,13 +1,17 @@
 """Accepting a notification: idempotency, reference checks, status record, confirmed publish.
 
-Idempotency holds under concurrency. The first request with a ``request_id`` sets the Redis record
-``pending`` with ``SET NX`` and owns the publish; concurrent duplicates wait for it to become
+Idempotency holds under concurrency. The first request with a ``request_id`` reserves the record
+``pending`` (``SET NX``) and owns the publish; concurrent duplicates wait for it to become
 ``accepted`` and return the same answer; a different body with that id is a 409. If the publish is
 not confirmed, the owner removes its record (the client may retry) and answers 503.
 
 The notification id is derived from (caller, request_id, body). If a gateway dies after the broker
 confirmed but before it recorded ``accepted``, the client's retry publishes a message with the same
 id, and the delivery service's send claim keeps it from being sent twice.
+
+Every collaborator is an interface (idempotency store, status store, publisher, user and template
+lookups), so the fast tests run this class in memory and the integration tests against Redis and
+RabbitMQ.
 """
 
 from __future__ import annotations
@@ -15,43 +19,65 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
+from uuid import UUID
 
 import orjson
 import structlog
-from redis.asyncio import Redis
 
-from gateway.schemas import NotificationRequest
+from gateway.idempotency import IdempotencyRecord, IdempotencyStore
+from gateway.schemas import NotificationAccepted, NotificationRequest
 from libs.clients.errors import UpstreamNotFound, UpstreamUnavailable
-from libs.clients.templates import TemplateCatalog
-from libs.clients.users import UserDirectory
 from libs.http.auth import Principal
 from libs.http.errors import Conflict, ServiceUnavailable, Unprocessable
 from libs.logging import get_correlation_id
 from libs.messaging import headers as amqp_headers
-from libs.messaging.publisher import ConfirmedPublisher, PublishFailed
+from libs.messaging.publisher import PublishFailed
 from libs.messaging.topology import DIRECT_EXCHANGE, routing_key
 from libs.notification.message import Channel, NotificationMessage
-from libs.notification.status import NewNotification, Status
-from libs.storage.redis import Keys
-from libs.storage.status_store import StatusStore
+from libs.notification.status import NewNotification, Status, StatusStore
 
 log = structlog.get_logger(__name__)
 
 NOTIFICATION_NAMESPACE = uuid.UUID("5d8c4a52-3f0e-4b5e-9a55-7c6b1f0e2a10")
 POLL_SECONDS = 0.02
 
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+
+class Publisher(Protocol):
+    """``libs.messaging.publisher.ConfirmedPublisher``: returns once the broker confirmed."""
+
+    async def publish(
+        self,
+        *,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        message_id: str,
+        correlation_id: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        priority: int = 0,
+        expiration_ms: int | None = None,
+    ) -> None: ...
+
+
+class UserCheck(Protocol):
+    """``libs.clients.users.UserDirectory``; raises ``UpstreamUnavailable`` when it cannot tell."""
+
+    async def exists(self, user_id: UUID | str) -> bool: ...
+
+
+class TemplateCheck(Protocol):
+    """``libs.clients.templates.TemplateCatalog``; raises ``UpstreamNotFound`` for no template."""
+
+    async def channel_of(self, code: str) -> Channel: ...
 
 
 @dataclass(frozen=True)
 class Accepted:
-    data: dict[str, Any]
+    response: NotificationAccepted
     replayed: bool
 
 
@@ -64,18 +90,16 @@ class NotificationIntake:
     def __init__(
         self,
         *,
-        redis: Redis,
-        keys: Keys,
+        idempotency: IdempotencyStore,
         status: StatusStore,
-        publisher: ConfirmedPublisher,
-        users: UserDirectory | None,
-        templates: TemplateCatalog | None,
+        publisher: Publisher,
+        users: UserCheck | None,
+        templates: TemplateCheck | None,
         idempotency_ttl: int,
         pending_ttl: int,
         confirm_timeout: float,
     ) -> None:
-        self._redis = redis
-        self._keys = keys
+        self._idempotency = idempotency
         self._status = status
         self._publisher = publisher
         self._users = users
@@ -83,50 +107,57 @@ class NotificationIntake:
         self._ttl = idempotency_ttl
         self._pending_ttl = pending_ttl
         self._confirm_timeout = confirm_timeout
-        self._release = redis.register_script(_RELEASE)
 
     async def submit(self, principal: Principal, request: NotificationRequest) -> Accepted:
         fp = fingerprint(request)
-        key = self._keys.idempotency(principal.sub, request.request_id)
+        scope, request_id = principal.sub, request.request_id
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._pending_ttl + self._confirm_timeout
-        earlier = await self._earlier_answer(key, fp, deadline)
+        earlier = await self._earlier_answer(scope, request_id, fp, deadline)
         if earlier is not None:
             return earlier
         await self._verify_references(request)
         nid = uuid.uuid5(NOTIFICATION_NAMESPACE, f"{principal.sub}\n{request.request_id}\n{fp}")
-        pending = orjson.dumps({"state": "pending", "fingerprint": fp, "notification_id": str(nid)})
-        while not await self._redis.set(key, pending, nx=True, ex=self._pending_ttl):
-            earlier = await self._earlier_answer(key, fp, deadline)
+        pending = IdempotencyRecord(state="pending", fingerprint=fp, notification_id=str(nid))
+        while not await self._idempotency.reserve(scope, request_id, pending, self._pending_ttl):
+            earlier = await self._earlier_answer(scope, request_id, fp, deadline)
             if earlier is not None:
                 return earlier
         try:
-            data = await self._accept(principal, request, nid)
+            response = await self._accept(principal, request, nid)
         except BaseException:
-            await self._release(keys=[key], args=[pending])
+            await self._idempotency.release(scope, request_id, pending)
             raise
-        record = {"state": "accepted", "fingerprint": fp, "response": data}
-        await self._redis.set(key, orjson.dumps(record), ex=self._ttl)
-        return Accepted(data, replayed=False)
+        accepted = IdempotencyRecord(state="accepted", fingerprint=fp, response=response)
+        await self._idempotency.settle(scope, request_id, accepted, self._ttl)
+        return Accepted(response, replayed=False)
 
-    async def _earlier_answer(self, key: str, fp: str, deadline: float) -> Accepted | None:
+    async def notification_id_for(self, principal: Principal, request_id: str) -> str | None:
+        """The notification a caller's ``request_id`` was accepted as, if it was."""
+        record = await self._idempotency.read(principal.sub, request_id)
+        if record is None or record.response is None:
+            return None
+        return str(record.response.notification_id)
+
+    async def _earlier_answer(
+        self, scope: str, request_id: str, fp: str, deadline: float
+    ) -> Accepted | None:
         """The answer given to an earlier request with this id (waiting while it is in flight).
 
         None when there is no record (any more): the caller may take the id.
         """
         loop = asyncio.get_running_loop()
         while True:
-            raw = await self._redis.get(key)
-            if raw is None:
+            record = await self._idempotency.read(scope, request_id)
+            if record is None:
                 return None
-            record = orjson.loads(raw)
-            if record["fingerprint"] != fp:
+            if record.fingerprint != fp:
                 raise Conflict(
                     "This request_id was already used with a different body.",
                     code="idempotency_conflict",
                 )
-            if record["state"] == "accepted":
-                return Accepted(record["response"], replayed=True)
+            if record.state == "accepted" and record.response is not None:
+                return Accepted(record.response, replayed=True)
             if loop.time() > deadline:
                 raise Conflict(
                     "A request with this request_id is still being processed; retry shortly.",
@@ -184,7 +215,7 @@ class NotificationIntake:
 
     async def _accept(
         self, principal: Principal, request: NotificationRequest, nid: uuid.UUID
-    ) -> dict[str, Any]:
+    ) -> NotificationAccepted:
         created_at = datetime.now(UTC)
         record = NewNotification(
             notification_id=str(nid),
@@ -235,9 +266,9 @@ class NotificationIntake:
             request_id=request.request_id,
             channel=request.notification_type.value,
         )
-        return {
-            "notification_id": str(nid),
-            "request_id": request.request_id,
-            "status": Status.PENDING.value,
-            "created_at": created_at.isoformat(),
-        }
+        return NotificationAccepted(
+            notification_id=nid,
+            request_id=request.request_id,
+            status=Status.PENDING,
+            created_at=created_at,
+        )

@@ -51,35 +51,6 @@ class NotificationAccepted(BaseModel):
     created_at: datetime
 
 
-class TimelineEvent(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    at: datetime
-    event: str
-    status: Status | None = None
-    service: str | None = None
-    provider: str | None = None
-    error: str | None = None
-
-
-class NotificationStatus(BaseModel):
-    notification_id: UUID
-    request_id: str
-    notification_type: Channel
-    user_id: UUID
-    template_code: str
-    priority: int
-    language: str | None = None
-    status: Status
-    attempts: int
-    provider: str | None = None
-    last_error: str | None = None
-    created_at: datetime
-    updated_at: datetime
-    finished_at: datetime | None = None
-    timeline: list[TimelineEvent] = []
-
-
 class StatusReport(BaseModel):
     """``POST /api/v1/{notification_type}/status/``: a delivery service's or provider's report."""
 

@@ -8,18 +8,17 @@ a reader cannot cache old content under the new version.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query
 from redis.exceptions import RedisError
 
-from libs.clients.cache import VersionedCache
 from libs.clients.templates import TEMPLATE_CACHE
 from libs.http.auth import Principal, Role, require_roles
 from libs.http.envelope import Envelope, PageMeta, Pagination, ok
+from libs.http.state import SessionDep
 from libs.notification.message import Channel
-from libs.storage.db import SessionDep
 from template_service.repository import TemplateRepository
 from template_service.schemas import (
     CODE_PATTERN,
@@ -33,6 +32,7 @@ from template_service.schemas import (
     TemplateUpdate,
 )
 from template_service.service import Resolved, TemplateService
+from template_service.state import State, TemplateServiceState
 
 log = structlog.get_logger(__name__)
 
@@ -49,8 +49,7 @@ LanguageQuery = Annotated[
 PageQuery = Annotated[Pagination, Query()]
 
 
-def get_service(request: Request, session: SessionDep) -> TemplateService:
-    state = request.app.state
+def get_service(state: State, session: SessionDep) -> TemplateService:
     return TemplateService(
         TemplateRepository(session), state.renderer, state.settings.default_language
     )
@@ -64,12 +63,13 @@ STALE_CACHE_WARNING = (
 )
 
 
-async def commit_and_invalidate(request: Request, session: SessionDep, code: str) -> str | None:
+async def commit_and_invalidate(
+    state: TemplateServiceState, session: SessionDep, code: str
+) -> str | None:
     """Commit, then bump the cache version of ``code``; a warning message if the bump failed."""
     await session.commit()
-    cache: VersionedCache = request.app.state.cache
     try:
-        await cache.bump(TEMPLATE_CACHE, code)
+        await state.cache.bump(TEMPLATE_CACHE, code)
     except RedisError as exc:
         log.error("template.cache_bump_failed", code=code, error=repr(exc))
         return STALE_CACHE_WARNING
@@ -91,11 +91,11 @@ async def create_template(
     principal: Admin,
     body: TemplateCreate,
     templates: Templates,
-    request: Request,
+    state: State,
     session: SessionDep,
-) -> dict[str, Any]:
+) -> Envelope[TemplateRead]:
     resolved = await templates.create(body, principal.sub)
-    warning = await commit_and_invalidate(request, session, body.code)
+    warning = await commit_and_invalidate(state, session, body.code)
     log.info("template.created", code=body.code, language=resolved.template.language)
     return ok(_read(resolved), message=warning or "Template created.")
 
@@ -113,7 +113,7 @@ async def list_templates(
     type: Annotated[Channel | None, Query()] = None,
     language: Annotated[LanguageTag | None, Query(description="Exact language")] = None,
     code: Annotated[str | None, Query(max_length=100, description="Part of the code")] = None,
-) -> dict[str, Any]:
+) -> Envelope[list[TemplateRead]]:
     rows, total = await templates.repository.list_active(
         type=type, language=language, code_contains=code, offset=page.offset, limit=page.limit
     )
@@ -126,7 +126,9 @@ async def list_templates(
     response_model=Envelope[RenderResult],
     summary="Render template fields without saving them",
 )
-async def preview_template(_: Admin, body: PreviewRequest, templates: Templates) -> dict[str, Any]:
+async def preview_template(
+    _: Admin, body: PreviewRequest, templates: Templates
+) -> Envelope[RenderResult]:
     result = await templates.preview(body.to_content(body.type), body.variables, body.language)
     return ok(result)
 
@@ -138,7 +140,7 @@ async def preview_template(_: Admin, body: PreviewRequest, templates: Templates)
 )
 async def get_template(
     _: Reader, code: CodePath, templates: Templates, language: LanguageQuery = None
-) -> dict[str, Any]:
+) -> Envelope[TemplateRead]:
     return ok(_read(await templates.resolve(code, language)))
 
 
@@ -152,12 +154,12 @@ async def update_template(
     code: CodePath,
     body: TemplateUpdate,
     templates: Templates,
-    request: Request,
+    state: State,
     session: SessionDep,
     language: LanguageQuery = None,
-) -> dict[str, Any]:
+) -> Envelope[TemplateRead]:
     resolved = await templates.update(code, language, body, principal.sub)
-    warning = await commit_and_invalidate(request, session, code)
+    warning = await commit_and_invalidate(state, session, code)
     log.info(
         "template.version_created",
         code=code,
@@ -173,12 +175,12 @@ async def delete_template(
     principal: Admin,
     code: CodePath,
     templates: Templates,
-    request: Request,
+    state: State,
     session: SessionDep,
     language: LanguageQuery = None,
-) -> dict[str, Any]:
+) -> Envelope[None]:
     template = await templates.delete(code, language)
-    warning = await commit_and_invalidate(request, session, code)
+    warning = await commit_and_invalidate(state, session, code)
     log.info("template.deleted", code=code, language=template.language, by=principal.sub)
     return ok(None, message=warning or f"Template '{code}' ({template.language}) deleted.")
 
@@ -194,7 +196,7 @@ async def list_versions(
     templates: Templates,
     page: PageQuery,
     language: LanguageQuery = None,
-) -> dict[str, Any]:
+) -> Envelope[list[TemplateRead]]:
     resolved, versions, total = await templates.list_versions(
         code, language, offset=page.offset, limit=page.limit
     )
@@ -214,7 +216,7 @@ async def get_version(
     version: VersionPath,
     templates: Templates,
     language: LanguageQuery = None,
-) -> dict[str, Any]:
+) -> Envelope[TemplateRead]:
     return ok(_read(await templates.get_version(code, language, version)))
 
 
@@ -228,14 +230,14 @@ async def activate_version(
     code: CodePath,
     version: VersionPath,
     templates: Templates,
-    request: Request,
+    state: State,
     session: SessionDep,
     language: LanguageQuery = None,
-) -> dict[str, Any]:
+) -> Envelope[TemplateRead]:
     resolved, changed = await templates.activate(code, language, version)
     if not changed:
         return ok(_read(resolved), message=f"Version {version} is already active.")
-    warning = await commit_and_invalidate(request, session, code)
+    warning = await commit_and_invalidate(state, session, code)
     log.info(
         "template.activated",
         code=code,
@@ -253,6 +255,6 @@ async def activate_version(
 )
 async def render_template(
     _: Reader, code: CodePath, body: RenderRequest, templates: Templates
-) -> dict[str, Any]:
+) -> Envelope[RenderResult]:
     result = await templates.render(code, body.language, body.variables, body.version)
     return ok(result)

@@ -1,24 +1,25 @@
-"""The FastAPI application: lifespan builds the database engine, Redis client, caches and key
-store once; routes read them from ``app.state``."""
+"""The FastAPI application: one lifespan opens the database engine and Redis, builds the caches and
+the key store, and yields the typed :class:`UserServiceState` the routes read."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 
 from libs.clients.cache import VersionedCache
 from libs.http.app import create_app as create_service_app
-from libs.storage.db import create_engine, ping, session_factory
-from libs.storage.redis import Keys, create_redis
+from libs.http.lifespan import open_database, open_redis, postgres_ready, redis_ready
+from libs.http.state import lifespan_state
+from libs.storage.redis import Keys
 from user_service.config import UserSettings
 from user_service.endpoints import routers
 from user_service.security import LocalVerifier, PasswordHasher, SigningKeyStore, TokenIssuer
 from user_service.service import UserCacheInvalidator
+from user_service.state import UserServiceState, user_service_state
 from user_service.throttle import LoginThrottle
 
 log = structlog.get_logger(__name__)
@@ -27,36 +28,29 @@ DESCRIPTION = """Users, their devices (push tokens) and channel preferences; log
 issuing. Tokens are RS256 JWTs; the public keys are at `/.well-known/jwks.json`."""
 
 
-async def _postgres_ready(request: Request) -> Mapping[str, Any] | None:
-    return await ping(request.app.state.engine)
-
-
-async def _redis_ready(request: Request) -> Mapping[str, Any] | None:
-    await request.app.state.redis.ping()
-    return None
-
-
 def create_app(settings: UserSettings | None = None) -> FastAPI:
     settings = settings or UserSettings()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
-        redis = create_redis(settings.redis_url)
-        try:
-            sessions = session_factory(engine)
+    async def lifespan(_app: FastAPI) -> AsyncIterator[dict[str, object]]:
+        async with AsyncExitStack() as stack:
+            engine, sessions = open_database(
+                stack, settings.database_url, pool_size=settings.db_pool_size
+            )
+            redis = open_redis(stack, settings.redis_url)
+            keys = Keys(settings.redis_key_prefix)
             signing_keys = SigningKeyStore(sessions, settings)
-            state = app.state
-            state.engine = engine
-            state.sessions = sessions
-            state.redis = redis
-            state.signing_keys = signing_keys
-            state.verifier = LocalVerifier(signing_keys, settings)
-            state.issuer = TokenIssuer(signing_keys, settings)
-            state.hasher = PasswordHasher(settings)
-            state.throttle = LoginThrottle(redis, Keys(settings.redis_key_prefix), settings)
-            state.invalidator = UserCacheInvalidator(
-                VersionedCache(redis, Keys(settings.redis_key_prefix))
+            state = UserServiceState(
+                settings=settings,
+                engine=engine,
+                sessions=sessions,
+                redis=redis,
+                signing_keys=signing_keys,
+                verifier=LocalVerifier(signing_keys, settings),
+                issuer=TokenIssuer(signing_keys, settings),
+                hasher=PasswordHasher(settings),
+                throttle=LoginThrottle(redis, keys, settings),
+                invalidator=UserCacheInvalidator(VersionedCache(redis, keys)),
             )
             try:
                 # On first start this creates the signing key; without a database (or before
@@ -64,19 +58,17 @@ def create_app(settings: UserSettings | None = None) -> FastAPI:
                 await signing_keys.active_key()
             except (SQLAlchemyError, OSError) as exc:
                 log.warning("auth.signing_key_unavailable", error=repr(exc))
-            yield
-        finally:
-            await redis.aclose()
-            await engine.dispose()
+            yield lifespan_state(state)
 
-    app = create_service_app(
+    return create_service_app(
         service=settings.service_name,
         title="Herald user service",
         description=DESCRIPTION,
         lifespan=lifespan,
         routers=routers,
-        readiness={"postgres": _postgres_ready, "redis": _redis_ready},
+        readiness={
+            "postgres": postgres_ready(lambda r: user_service_state(r).engine),
+            "redis": redis_ready(lambda r: user_service_state(r).redis),
+        },
         max_body_bytes=settings.max_body_bytes,
     )
-    app.state.settings = settings
-    return app

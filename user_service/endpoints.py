@@ -15,12 +15,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from libs.http.auth import CurrentPrincipal, Principal, Role, current_principal, require_roles
 from libs.http.envelope import Envelope, PageMeta, Pagination, ok
-from libs.storage.db import SessionDep
+from libs.http.state import SessionDep
 from user_service import repository
 from user_service.models import SigningKey, utcnow
 from user_service.schemas import (
     DeletedOut,
     JwksEnvelope,
+    JwksOut,
     LoginRequest,
     PreferencesOut,
     PreferencesPatch,
@@ -35,16 +36,15 @@ from user_service.schemas import (
     UserUpdate,
 )
 from user_service.security import (
-    SigningKeyStore,
     key_status,
     retire_signing_key,
     rotate_signing_key,
 )
 from user_service.service import (
-    UserCacheInvalidator,
     UserService,
     ensure_may_read,
 )
+from user_service.state import State, UserServiceState
 
 # ---------------------------------------------------------------------------------------------
 # Dependencies
@@ -65,8 +65,7 @@ async def optional_principal(
     return await current_principal(request, credentials)
 
 
-def user_service(request: Request, session: SessionDep) -> UserService:
-    state = request.app.state
+def user_service(state: State, session: SessionDep) -> UserService:
     return UserService(session, state.settings, state.hasher)
 
 
@@ -76,11 +75,10 @@ ServicePrincipal = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.S
 Users = Annotated[UserService, Depends(user_service, scope="function")]
 
 
-async def commit(request: Request, users: UserService) -> None:
+async def commit(state: UserServiceState, users: UserService) -> None:
     """Commit the request's changes, then bump the cache versions of the users they touched."""
     await users.session.commit()
-    invalidator: UserCacheInvalidator = request.app.state.invalidator
-    await invalidator.invalidate(users.touched)
+    await state.invalidator.invalidate(users.touched)
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -109,8 +107,7 @@ jwks_router = APIRouter(tags=["auth"])
     response_model=Envelope[TokenOut],
     responses=_errors(401, 422, 429),
 )
-async def login(request: Request, body: LoginRequest, users: Users) -> dict[str, Any]:
-    state = request.app.state
+async def login(state: State, body: LoginRequest, users: Users) -> Envelope[TokenOut]:
     token = await users.login(body.email, body.password, state.throttle, state.issuer)
     await users.session.commit()  # a password rehash, if the hash parameters changed
     return ok(token)
@@ -121,13 +118,13 @@ async def login(request: Request, body: LoginRequest, users: Users) -> dict[str,
     summary="Public keys that verify tokens (JWKS); `keys` is also at the top level",
     response_model=JwksEnvelope,
 )
-async def jwks(request: Request) -> dict[str, Any]:
-    store: SigningKeyStore = request.app.state.signing_keys
+async def jwks(state: State) -> JwksEnvelope:
+    store = state.signing_keys
     keys = await store.published_jwks()
     if not keys:  # first start: create the key now rather than publish an empty set
         await store.active_key()
         keys = await store.published_jwks()
-    return {**ok({"keys": keys}), "keys": keys}
+    return JwksEnvelope(success=True, data=JwksOut(keys=keys), keys=keys)
 
 
 def _key_out(key: SigningKey) -> SigningKeyOut:
@@ -148,7 +145,7 @@ def _key_out(key: SigningKey) -> SigningKeyOut:
     response_model=Envelope[list[SigningKeyOut]],
     responses=_errors(401, 403),
 )
-async def list_keys(_: AdminPrincipal, session: SessionDep) -> dict[str, Any]:
+async def list_keys(_: AdminPrincipal, session: SessionDep) -> Envelope[list[SigningKeyOut]]:
     return ok([_key_out(key) for key in await repository.all_signing_keys(session)])
 
 
@@ -159,10 +156,12 @@ async def list_keys(_: AdminPrincipal, session: SessionDep) -> dict[str, Any]:
     response_model=Envelope[SigningKeyOut],
     responses=_errors(401, 403),
 )
-async def rotate_key(request: Request, _: AdminPrincipal, session: SessionDep) -> dict[str, Any]:
-    key = await rotate_signing_key(session, request.app.state.settings)
+async def rotate_key(
+    state: State, _: AdminPrincipal, session: SessionDep
+) -> Envelope[SigningKeyOut]:
+    key = await rotate_signing_key(session, state.settings)
     await session.commit()
-    request.app.state.signing_keys.invalidate()
+    state.signing_keys.invalidate()
     return ok(_key_out(key), message="New signing key active.")
 
 
@@ -173,11 +172,11 @@ async def rotate_key(request: Request, _: AdminPrincipal, session: SessionDep) -
     responses=_errors(401, 403, 404, 409),
 )
 async def retire_key(
-    request: Request, kid: str, _: AdminPrincipal, session: SessionDep
-) -> dict[str, Any]:
+    state: State, kid: str, _: AdminPrincipal, session: SessionDep
+) -> Envelope[SigningKeyOut]:
     key = await retire_signing_key(session, kid)
     await session.commit()
-    request.app.state.signing_keys.invalidate()
+    state.signing_keys.invalidate()
     return ok(_key_out(key), message="Signing key retired.")
 
 
@@ -195,10 +194,10 @@ users_router = APIRouter(prefix="/api/v1/users", tags=["users"])
     responses=_errors(401, 403, 409, 422),
 )
 async def create_user(
-    request: Request, principal: OptionalPrincipal, body: UserCreate, users: Users
-) -> dict[str, Any]:
+    state: State, principal: OptionalPrincipal, body: UserCreate, users: Users
+) -> Envelope[UserOut]:
     user = await users.register(body, principal)
-    await commit(request, users)
+    await commit(state, users)
     return ok(await users.present_one(user), message="User created.")
 
 
@@ -215,7 +214,7 @@ async def list_users(
     email: Annotated[str | None, Query(max_length=320, description="Email contains")] = None,
     name: Annotated[str | None, Query(max_length=200, description="Name contains")] = None,
     role: Role | None = None,
-) -> dict[str, Any]:
+) -> Envelope[list[UserOut]]:
     found, total = await users.search(
         email=email, name=name, role=role, offset=pagination.offset, limit=pagination.limit
     )
@@ -228,7 +227,7 @@ async def list_users(
     response_model=Envelope[UserOut],
     responses=_errors(401, 404),
 )
-async def read_me(principal: CurrentPrincipal, users: Users) -> dict[str, Any]:
+async def read_me(principal: CurrentPrincipal, users: Users) -> Envelope[UserOut]:
     try:
         user_id = uuid.UUID(principal.sub)
     except ValueError:
@@ -244,7 +243,7 @@ async def read_me(principal: CurrentPrincipal, users: Users) -> dict[str, Any]:
 )
 async def read_user(
     user_id: uuid.UUID, principal: CurrentPrincipal, users: Users
-) -> dict[str, Any]:
+) -> Envelope[UserOut]:
     ensure_may_read(principal, user_id)
     return ok(await users.present_one(await users.get(user_id)))
 
@@ -256,14 +255,14 @@ async def read_user(
     responses=_errors(401, 403, 404, 409, 422),
 )
 async def update_user(
-    request: Request,
+    state: State,
     user_id: uuid.UUID,
     principal: CurrentPrincipal,
     body: UserUpdate,
     users: Users,
-) -> dict[str, Any]:
+) -> Envelope[UserOut]:
     user = await users.update(user_id, body, principal)
-    await commit(request, users)
+    await commit(state, users)
     return ok(await users.present_one(user), message="User updated.")
 
 
@@ -274,10 +273,10 @@ async def update_user(
     responses=_errors(401, 403, 404, 409),
 )
 async def delete_user(
-    request: Request, user_id: uuid.UUID, principal: CurrentPrincipal, users: Users
-) -> dict[str, Any]:
+    state: State, user_id: uuid.UUID, principal: CurrentPrincipal, users: Users
+) -> Envelope[DeletedOut]:
     await users.delete(user_id, principal)
-    await commit(request, users)
+    await commit(state, users)
     return ok(DeletedOut(id=user_id, deleted=True), message="User deleted.")
 
 
@@ -292,7 +291,7 @@ async def delete_user(
 )
 async def read_preferences(
     user_id: uuid.UUID, principal: CurrentPrincipal, users: Users
-) -> dict[str, Any]:
+) -> Envelope[PreferencesOut]:
     ensure_may_read(principal, user_id)
     user = await users.get(user_id)
     return ok(PreferencesOut(email=user.email_enabled, push=user.push_enabled))
@@ -305,14 +304,14 @@ async def read_preferences(
     responses=_errors(401, 403, 404, 422),
 )
 async def update_preferences(
-    request: Request,
+    state: State,
     user_id: uuid.UUID,
     principal: CurrentPrincipal,
     body: PreferencesPatch,
     users: Users,
-) -> dict[str, Any]:
+) -> Envelope[PreferencesOut]:
     preferences = await users.update_preferences(user_id, body, principal)
-    await commit(request, users)
+    await commit(state, users)
     return ok(preferences, message="Preferences updated.")
 
 
@@ -327,7 +326,7 @@ async def update_preferences(
 )
 async def list_push_tokens(
     user_id: uuid.UUID, principal: CurrentPrincipal, users: Users
-) -> dict[str, Any]:
+) -> Envelope[list[PushTokenOut]]:
     ensure_may_read(principal, user_id)
     return ok(await users.push_tokens(user_id))
 
@@ -340,14 +339,14 @@ async def list_push_tokens(
     responses=_errors(401, 403, 404, 422),
 )
 async def add_push_token(
-    request: Request,
+    state: State,
     user_id: uuid.UUID,
     principal: CurrentPrincipal,
     body: PushTokenCreate,
     users: Users,
-) -> dict[str, Any]:
+) -> Envelope[PushTokenOut]:
     token = await users.add_push_token(user_id, body, principal)
-    await commit(request, users)
+    await commit(state, users)
     return ok(token, message="Push token registered.")
 
 
@@ -358,14 +357,14 @@ async def add_push_token(
     responses=_errors(401, 403, 422),
 )
 async def invalidate_push_token(
-    request: Request,
+    state: State,
     user_id: uuid.UUID,
     _: ServicePrincipal,
     body: PushTokenInvalidate,
     users: Users,
-) -> dict[str, Any]:
+) -> Envelope[PushTokenInvalidated]:
     token = await users.invalidate_push_token(user_id, body.token, body.reason)
-    await commit(request, users)
+    await commit(state, users)
     return ok(PushTokenInvalidated(pruned=token is not None, token_id=token.id if token else None))
 
 
@@ -376,14 +375,14 @@ async def invalidate_push_token(
     responses=_errors(401, 403, 404),
 )
 async def remove_push_token(
-    request: Request,
+    state: State,
     user_id: uuid.UUID,
     token_id: uuid.UUID,
     principal: CurrentPrincipal,
     users: Users,
-) -> dict[str, Any]:
+) -> Envelope[DeletedOut]:
     await users.remove_push_token(user_id, token_id, principal)
-    await commit(request, users)
+    await commit(state, users)
     return ok(DeletedOut(id=token_id, deleted=True), message="Push token removed.")
 
 

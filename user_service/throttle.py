@@ -17,19 +17,10 @@ import hashlib
 from redis.asyncio import Redis
 
 from libs.http.errors import RateLimited
-from libs.storage.redis import Keys
+from libs.storage.redis import Keys, lua_script
 from user_service.config import UserSettings
 
-# KEYS: failures, lock. ARGV: window, max failures, lockout. Returns the failure count.
-_RECORD_FAILURE = """
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-if count >= tonumber(ARGV[2]) then
-  redis.call('SET', KEYS[2], '1', 'EX', ARGV[3])
-  redis.call('DEL', KEYS[1])
-end
-return count
-"""
+_RECORD_FAILURE = lua_script(__file__, "throttle_record_failure.lua")
 
 
 def slowdown_seconds(failures: int, settings: UserSettings) -> float:
@@ -50,8 +41,8 @@ class LoginThrottle:
     def _names(self, email: str) -> tuple[str, str]:
         digest = hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
         return (
-            self._keys.rate_limit(f"login-failures:{digest}"),
-            self._keys.rate_limit(f"login-lock:{digest}"),
+            self._keys.login_failures(digest),
+            self._keys.login_lock(digest),
         )
 
     async def admit(self, email: str) -> None:

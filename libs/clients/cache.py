@@ -19,7 +19,7 @@ from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from libs.clients.errors import UpstreamUnavailable
-from libs.storage.redis import Keys
+from libs.storage.redis import Keys, lua_script
 
 log = structlog.get_logger(__name__)
 
@@ -29,10 +29,7 @@ CACHE_LOOKUPS = Counter(
 
 T = TypeVar("T")
 
-_READ = """
-local version = redis.call('GET', KEYS[1]) or '0'
-return {version, redis.call('GET', ARGV[1] .. version .. ARGV[2])}
-"""
+_READ = lua_script(__file__, "cache_read.lua")
 
 
 class VersionedCache:
@@ -44,11 +41,9 @@ class VersionedCache:
     async def read(
         self, kind: str, ident: str, extra: str = ""
     ) -> tuple[int, dict[str, Any] | None]:
-        base = self._keys.cache(kind, ident, 0, extra)
-        head, _, tail = base.rpartition(":v0")
         version_raw, raw = await self._read(
             keys=[self._keys.cache_version(kind, ident)],
-            args=[head + ":v", tail],
+            args=[self._keys.cache_stem(kind, ident), self._keys.cache_suffix(extra)],
         )
         version = int(version_raw)
         return version, (orjson.loads(raw) if raw else None)

@@ -21,70 +21,13 @@ import structlog
 from redis.asyncio import Redis
 
 from libs.metrics import BREAKER_STATE
+from libs.storage.redis import lua_script
 
 log = structlog.get_logger(__name__)
 
-# KEYS[1] breaker hash. ARGV: open_ms, probe_lease_ms. Returns {verdict, state, wait_ms, failures}.
-_ALLOW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local s = redis.call('HMGET', KEYS[1], 'state', 'opened_at', 'probe_until', 'failures')
-local state = s[1] or 'closed'
-local failures = tonumber(s[4]) or 0
-if state == 'closed' then return {'allow', state, 0, failures} end
-if state == 'open' then
-  local reopen = tonumber(s[2]) + tonumber(ARGV[1])
-  if now < reopen then return {'reject', state, reopen - now, failures} end
-  redis.call('HSET', KEYS[1], 'state', 'half_open', 'probe_until', now + tonumber(ARGV[2]),
-             'successes', 0)
-  return {'probe', 'half_open', 0, failures}
-end
-local probe_until = tonumber(s[3]) or 0
--- a probe is out: its answer comes within one send, so look again soon (not after the lease)
-if now < probe_until then return {'reject', state, math.min(probe_until - now, 1000), failures} end
-redis.call('HSET', KEYS[1], 'probe_until', now + tonumber(ARGV[2]))
-return {'probe', state, 0, failures}
-"""
+_ALLOW = lua_script(__file__, "breaker_allow.lua")
 
-# KEYS[1] breaker hash. ARGV: outcome ('success'|'failure'), threshold, window_ms,
-# half_open_successes. Returns {new state, changed (0|1)}.
-_RECORD = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local s = redis.call('HMGET', KEYS[1], 'state', 'failures', 'window_start', 'successes')
-local state = s[1] or 'closed'
-if ARGV[1] == 'success' then
-  if state == 'half_open' then
-    local successes = (tonumber(s[4]) or 0) + 1
-    if successes >= tonumber(ARGV[4]) then
-      redis.call('HSET', KEYS[1], 'state', 'closed', 'failures', 0, 'window_start', now,
-                 'successes', 0, 'probe_until', 0)
-      return {'closed', 1}
-    end
-    redis.call('HSET', KEYS[1], 'successes', successes, 'probe_until', 0)
-  end
-  return {state, 0}
-end
-if state == 'half_open' then
-  redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', now, 'successes', 0, 'probe_until', 0)
-  return {'open', 1}
-end
-if state == 'open' then return {state, 0} end
-local failures = tonumber(s[2]) or 0
-local window_start = tonumber(s[3]) or now
-if now - window_start > tonumber(ARGV[3]) then
-  failures = 0
-  window_start = now
-end
-failures = failures + 1
-if failures >= tonumber(ARGV[2]) then
-  redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', now, 'failures', failures,
-             'window_start', window_start)
-  return {'open', 1}
-end
-redis.call('HSET', KEYS[1], 'failures', failures, 'window_start', window_start)
-return {state, 0}
-"""
+_RECORD = lua_script(__file__, "breaker_record.lua")
 
 
 class BreakerState(StrEnum):

@@ -42,34 +42,13 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from libs.storage.redis import Keys
+from libs.storage.redis import Keys, lua_script
 
 log = structlog.get_logger(__name__)
 
-# ARGV: new 'sending' value, lease ms, alive-key prefix, sent ttl seconds
-_ACQUIRE = """
-local current = redis.call('GET', KEYS[1])
-if current then
-  if string.sub(current, 1, 5) == 'sent:' then return current end
-  local holder, provider = string.match(current, '^committing:([^:]+):([^:]+):')
-  if holder then
-    if redis.call('EXISTS', ARGV[3] .. holder) == 1 then return 'busy:' .. current end
-    local sent = 'sent:' .. provider .. ':assumed'
-    redis.call('SET', KEYS[1], sent, 'EX', ARGV[4])
-    return sent
-  end
-  holder = string.match(current, '^sending:([^:]+):')
-  if holder and redis.call('EXISTS', ARGV[3] .. holder) == 1 then return 'busy:' .. current end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 'acquired'
-"""
+_ACQUIRE = lua_script(__file__, "claim_acquire.lua")
 
-_RELEASE = """
-local current = redis.call('GET', KEYS[1])
-if current == ARGV[1] or current == ARGV[2] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+_RELEASE = lua_script(__file__, "claim_release.lua")
 
 
 class ClaimState(StrEnum):
@@ -112,7 +91,7 @@ class SendClaims:
         self._release = redis.register_script(_RELEASE)
 
     def _alive_key(self, instance: str) -> str:
-        return f"{self._keys.prefix}alive:{instance}"
+        return self._keys.instance_alive(instance)
 
     async def acquire(self, channel: str, notification_id: str, recipient: str) -> Claim:
         key = self._keys.send_claim(channel, f"{notification_id}:{recipient}")
@@ -216,7 +195,7 @@ class InstanceHeartbeat:
 
     def __init__(self, redis: Redis, keys: Keys, instance_id: str, ttl_ms: int = 5000) -> None:
         self._redis = redis
-        self._key = f"{keys.prefix}alive:{instance_id}"
+        self._key = keys.instance_alive(instance_id)
         self._ttl_ms = ttl_ms
         self._task: asyncio.Task[None] | None = None
 

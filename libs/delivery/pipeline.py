@@ -16,26 +16,21 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+from uuid import UUID
 
 import structlog
 from redis.exceptions import RedisError
 
 from libs.clients.errors import UpstreamError, UpstreamNotFound, UpstreamRejected
-from libs.clients.templates import RenderClient, Rendered
-from libs.clients.users import Preferences, UserDirectory, UserProfile
-from libs.delivery.claims import ClaimState, SendClaims
-from libs.delivery.providers import (
-    Commit,
-    ProviderError,
-    ProviderUnavailable,
-    RecipientGone,
-    SendResult,
-)
+from libs.clients.templates import Rendered
+from libs.clients.users import Preferences, UserProfile
+from libs.delivery.claims import Claim, ClaimState
+from libs.delivery.decision import Busy, SendOutcome, Verdict, decide_after_sends
+from libs.delivery.providers import Commit, ProviderError, RecipientGone, SendResult
 from libs.messaging.outcomes import PERMANENT_ERROR, Ack, DeadLetter, Decision, Delivery, Retry
 from libs.metrics import NOTIFICATIONS
 from libs.notification.message import Channel, NotificationMessage
-from libs.notification.status import TERMINAL_STATUSES, NewNotification, Status
-from libs.storage.status_store import StatusStore
+from libs.notification.status import TERMINAL_STATUSES, NewNotification, Status, StatusStore
 
 log = structlog.get_logger(__name__)
 
@@ -68,9 +63,32 @@ class ChannelAdapter(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class _Busy:
-    recipient: str
+class UserLookup(Protocol):
+    """``libs.clients.users.UserDirectory``: cached reads from user_service."""
+
+    async def get_preferences(self, user_id: UUID | str) -> Preferences: ...
+
+    async def get_user(self, user_id: UUID | str) -> UserProfile: ...
+
+
+class Renderer(Protocol):
+    """``libs.clients.templates.RenderClient``: cached renders from template_service."""
+
+    async def render(
+        self, code: str, language: str | None, variables: dict[str, Any]
+    ) -> Rendered: ...
+
+
+class Claims(Protocol):
+    """``libs.delivery.claims.SendClaims``: at most one send per notification and recipient."""
+
+    async def acquire(self, channel: str, notification_id: str, recipient: str) -> Claim: ...
+
+    def commit_mark(self, claim: Claim) -> Commit: ...
+
+    async def mark_sent(self, claim: Claim, provider: str) -> None: ...
+
+    async def release(self, claim: Claim) -> None: ...
 
 
 class _Skip(Exception):
@@ -84,10 +102,10 @@ class DeliveryPipeline:
         self,
         *,
         adapter: ChannelAdapter,
-        users: UserDirectory,
-        renderer: RenderClient,
+        users: UserLookup,
+        renderer: Renderer,
         status: StatusStore,
-        claims: SendClaims,
+        claims: Claims,
         service: str,
     ) -> None:
         self._adapter = adapter
@@ -221,53 +239,33 @@ class DeliveryPipeline:
         outcomes = await asyncio.gather(
             *(self._send_one(message, user, rendered, r) for r in recipients)
         )
-        sent = [o for o in outcomes if isinstance(o, SendResult)]
-        errors = [o for o in outcomes if isinstance(o, ProviderError)]
-        transient = [e for e in errors if e.transient]
-        attempted = [e for e in transient if not isinstance(e, ProviderUnavailable)]
-        busy = [o for o in outcomes if isinstance(o, _Busy)]
-        if busy and not transient:
-            # Another live consumer is sending (a redelivery overtook a slow send): look again
-            # shortly, without spending an attempt; by then the claim says sent or was released.
-            return Retry(
-                error=f"send to {busy[0].recipient} is claimed by another consumer",
-                error_class="SendClaimBusy",
-                count_attempt=False,
-            )
-        if attempted:
-            # Recipients already sent are marked; a retry sends only to the others.
-            first = attempted[0]
-            await self._attempt_failed(nid, str(first), provider=first.provider)
-            return Retry(
-                error=str(first),
-                error_class=type(first).__name__,
-                not_before_ms=max(e.retry_after_ms for e in attempted),
-            )
-        if transient:
-            # No provider was called (breakers open, quotas used up): wait without an attempt.
-            first = transient[0]
+        after = decide_after_sends(outcomes)
+        if after.verdict is Verdict.ATTEMPT_FAILED:
             await self._status.transition(
-                nid, None, event="waiting_for_provider", service=self._service, error=str(first)
+                nid,
+                None,
+                event=after.verdict.value,
+                service=self._service,
+                provider=after.provider,
+                error=after.error,
             )
-            return Retry(
-                error=str(first),
-                error_class=type(first).__name__,
-                not_before_ms=min(e.retry_after_ms for e in transient),
-                count_attempt=False,
+        elif after.verdict is Verdict.WAITING_FOR_PROVIDER:
+            await self._status.transition(
+                nid, None, event=after.verdict.value, service=self._service, error=after.error
             )
-        if sent:
-            providers = sorted({s.provider for s in sent})
+        elif after.verdict is Verdict.DELIVERED:
             await self._finish(
                 nid,
                 Status.DELIVERED,
-                "delivered",
-                provider=",".join(providers),
-                details={"recipients": len(sent), "refused": len(errors) or None},
+                after.verdict.value,
+                provider=after.provider,
+                details={
+                    "recipients": after.recipients_sent,
+                    "refused": after.recipients_refused or None,
+                },
             )
             NOTIFICATIONS.labels(self._channel.value, "delivered").inc()
-            return Ack("delivered")
-        first = errors[0]
-        return DeadLetter(PERMANENT_ERROR, str(first), first.code)
+        return after.decision
 
     async def _send_one(
         self,
@@ -275,7 +273,7 @@ class DeliveryPipeline:
         user: UserProfile,
         rendered: Rendered,
         recipient: Recipient,
-    ) -> SendResult | ProviderError | _Busy:
+    ) -> SendOutcome:
         nid = str(message.notification_id)
         claim = await self._claims.acquire(self._channel.value, nid, recipient.key)
         if claim.state is ClaimState.SENT:
@@ -287,7 +285,7 @@ class DeliveryPipeline:
             )
             return SendResult(provider=claim.provider or "unknown")
         if claim.state is ClaimState.BUSY:
-            return _Busy(recipient.key)
+            return Busy(recipient.key)
         commit = self._claims.commit_mark(claim)
         try:
             result = await self._adapter.send(message, user, rendered, recipient, commit)
@@ -307,16 +305,6 @@ class DeliveryPipeline:
             await self._adapter.recipient_gone(user, recipient, exc.code)
         except UpstreamError as error:  # pruning is best effort; the send outcome stands
             log.warning("delivery.prune_failed", recipient=recipient.key, error=str(error))
-
-    async def _attempt_failed(self, nid: str, error: str, provider: str | None) -> None:
-        await self._status.transition(
-            nid,
-            None,
-            event="attempt_failed",
-            service=self._service,
-            provider=provider,
-            error=error,
-        )
 
     async def _finish(
         self,

@@ -35,7 +35,7 @@ from libs.notification.message import Channel, NotificationMessage
 from libs.settings import MessagingSettings
 from libs.storage.ratelimit import TokenBucket
 from libs.storage.redis import Keys, create_redis
-from libs.storage.status_store import StatusStore
+from libs.storage.status_store import RedisStatusStore
 
 log = structlog.get_logger(__name__)
 
@@ -83,7 +83,7 @@ def guard(
     if rate_per_second > 0:
         limiter = TokenBucket(
             redis,
-            keys.rate_limit(f"provider:{provider.name}"),
+            keys.provider_rate_limit(provider.name),
             rate=rate_per_second,
             capacity=burst or max(1, int(rate_per_second)),
         )
@@ -186,7 +186,7 @@ def create_delivery_app(
             adapter=adapter,
             users=users,
             renderer=renderer,
-            status=StatusStore(redis, keys, settings.status_retention_seconds),
+            status=RedisStatusStore(redis, keys, settings.status_retention_seconds),
             claims=claims,
             service=service,
         )

@@ -9,15 +9,30 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 
-from libs.http.envelope import ok
+from libs.http.envelope import Envelope, ok
 from libs.http.errors import error_response, install_error_handlers
 from libs.http.middleware import BodyLimitMiddleware, CorrelationIdMiddleware, HttpMetricsMiddleware
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    service: str
+    timestamp: datetime
+
+
+class Readiness(BaseModel):
+    status: Literal["ok", "unavailable"]
+    service: str
+    checks: dict[str, dict[str, Any]]
+    """Per dependency: ``status`` (ok/down), ``error`` when down, and what the check reports."""
+
 
 ReadinessCheck = Callable[[Request], Awaitable[Mapping[str, Any] | None]]
 """Returns details to show (or None); raises to report the dependency as down."""
@@ -27,8 +42,8 @@ def operational_router(service: str, checks: Mapping[str, ReadinessCheck]) -> AP
     router = APIRouter(tags=["operations"])
 
     @router.get("/health", summary="Liveness: the process answers; checks no dependency")
-    async def health() -> dict[str, Any]:
-        return ok({"status": "ok", "service": service, "timestamp": datetime.now(UTC)})
+    async def health() -> Envelope[Health]:
+        return ok(Health(status="ok", service=service, timestamp=datetime.now(UTC)))
 
     @router.get("/ready", summary="Readiness: the service's own dependencies answer")
     async def ready(request: Request) -> Response:
@@ -41,9 +56,11 @@ def operational_router(service: str, checks: Mapping[str, ReadinessCheck]) -> AP
             except Exception as exc:  # a readiness probe reports every failure, whatever it is
                 healthy = False
                 details[name] = {"status": "down", "error": f"{type(exc).__name__}: {exc}"}
-        data = {"status": "ok" if healthy else "unavailable", "service": service, "checks": details}
+        data = Readiness(
+            status="ok" if healthy else "unavailable", service=service, checks=details
+        ).model_dump(mode="json")
         if healthy:
-            return JSONResponse(ok(data))
+            return JSONResponse(ok(data).model_dump(mode="json"))
         return error_response(503, "not_ready", "A dependency is unavailable.", data)
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

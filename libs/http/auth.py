@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Protocol, runtime_checkable
 
 import httpx
 import jwt
@@ -22,6 +22,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from libs.http.errors import Forbidden, ServiceUnavailable, Unauthorized
+from libs.http.state import read_state
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +52,14 @@ class Principal:
 
 class TokenVerifier(Protocol):
     async def verify(self, token: str) -> Principal: ...
+
+
+@runtime_checkable
+class HasVerifier(Protocol):
+    """A service state that authenticates requests."""
+
+    @property
+    def verifier(self) -> TokenVerifier: ...
 
 
 def principal_from_claims(claims: dict[str, Any]) -> Principal:
@@ -180,8 +189,8 @@ async def current_principal(
             code="missing_token",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    verifier: TokenVerifier = request.app.state.verifier
-    return await verifier.verify(credentials.credentials)
+    state = read_state(request, HasVerifier)  # type: ignore[type-abstract]
+    return await state.verifier.verify(credentials.credentials)
 
 
 def require_roles(*roles: Role) -> Callable[..., Awaitable[Principal]]:

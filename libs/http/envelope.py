@@ -41,9 +41,11 @@ class Envelope(BaseModel, Generic[T]):
     meta: PageMeta | dict[str, Any] | None = None
 
 
-def ok(data: Any = None, message: str | None = None, meta: Any = None) -> dict[str, Any]:
-    """A success envelope as a plain dict (FastAPI validates it against the response model)."""
-    return {"success": True, "data": data, "error": None, "message": message, "meta": meta}
+def ok(
+    data: T, message: str | None = None, meta: PageMeta | dict[str, Any] | None = None
+) -> Envelope[T]:
+    """A success envelope (FastAPI checks it against the route's response model)."""
+    return Envelope(success=True, data=data, message=message, meta=meta)
 
 
 def error_body(code: str, message: str, data: Any = None) -> dict[str, Any]:

@@ -82,6 +82,10 @@ class QueueConsumer(Generic[M]):
         self._stopping = False
 
     @property
+    def queue(self) -> str:
+        return self._queue_name
+
+    @property
     def in_flight(self) -> int:
         return self._in_flight
 

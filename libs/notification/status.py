@@ -7,9 +7,14 @@ nowhere else; the Redis status store enforces them atomically.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any, Protocol
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from libs.notification.message import Channel
 
@@ -33,7 +38,27 @@ ALLOWED_FROM: dict[Status, frozenset[Status]] = {
     Status.SKIPPED: frozenset({Status.PENDING, Status.PROCESSING}),
     Status.FAILED: frozenset({Status.PENDING, Status.PROCESSING}),
 }
-"""Edges the delivery pipeline may take. Provider receipts may add ``delivered -> failed``."""
+"""Edges the delivery pipeline (and a republish, ``failed -> pending``) may take."""
+
+BOUNCE_FROM = frozenset({Status.DELIVERED})
+"""A provider's receipt may also say ``failed`` after ``delivered``: a bounce."""
+
+UNDO_REPUBLISH_FROM = frozenset({Status.PENDING})
+"""A republish whose publish was not confirmed puts ``pending`` back to ``failed``."""
+
+FINISHED_STATUSES = TERMINAL_STATUSES
+"""Moving to one of these stamps ``finished_at``."""
+
+
+def receipt_allowed_from(to: Status) -> frozenset[Status]:
+    """Edges a receipt (delivery report, bounce) may take to reach ``to``."""
+    edges = ALLOWED_FROM[to]
+    return edges | BOUNCE_FROM if to is Status.FAILED else edges
+
+
+def receipt_event(previous: Status, to: Status) -> str:
+    """How the timeline names a receipt: a ``bounce`` when a delivered message failed after all."""
+    return "bounce" if to is Status.FAILED and previous in BOUNCE_FROM else "receipt"
 
 
 @dataclass(frozen=True)
@@ -57,3 +82,84 @@ class TransitionResult:
     @property
     def missing(self) -> bool:
         return self.previous is None
+
+
+class TimelineEvent(BaseModel):
+    """One entry of a notification's timeline; services may add details (``attempt``, ...)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    at: datetime
+    event: str
+    status: Status | None = None
+    service: str | None = None
+    provider: str | None = None
+    error: str | None = None
+
+
+class StatusRecord(BaseModel):
+    """A notification's status: what the status store keeps, the gateway answers and the
+    dead-letter service shows beside a failed message."""
+
+    model_config = ConfigDict(frozen=True)
+
+    notification_id: UUID
+    request_id: str
+    notification_type: Channel
+    user_id: UUID
+    template_code: str
+    priority: int = 0
+    language: str | None = None
+    status: Status
+    attempts: int = 0
+    provider: str | None = None
+    last_error: str | None = None
+    owner: str | None = Field(default=None, exclude=True)
+    """Who sent it (the caller's token subject); used for access checks, never shown."""
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None = None
+    timeline: list[TimelineEvent] = Field(default_factory=list)
+
+
+class StatusStore(Protocol):
+    """Where statuses live (``libs.storage.status_store.RedisStatusStore``); domain code depends
+    on this, so the fast tests pass an in-memory one."""
+
+    async def create(self, n: NewNotification) -> bool:
+        """Record a new notification as ``pending``; False if it already exists."""
+        ...
+
+    async def delete(self, n: NewNotification) -> None:
+        """Forget a notification that was never accepted (its publish was not confirmed)."""
+        ...
+
+    async def transition(
+        self,
+        notification_id: str,
+        to: Status | None,
+        *,
+        event: str,
+        service: str,
+        allowed_from: Iterable[Status] | None = None,
+        attempt: int | None = None,
+        provider: str | None = None,
+        error: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> TransitionResult:
+        """Move to ``to`` along an allowed edge (None: only record the event)."""
+        ...
+
+    async def get(self, notification_id: str) -> StatusRecord | None: ...
+
+    async def search(
+        self,
+        *,
+        user_id: str | None = None,
+        channel: Channel | None = None,
+        status: Status | None = None,
+        offset: int = 0,
+        limit: int = 20,
+    ) -> tuple[list[StatusRecord], int]:
+        """Newest first, filtered by any combination of user, channel and status."""
+        ...

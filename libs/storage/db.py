@@ -1,20 +1,18 @@
 """PostgreSQL for the services that own a database (SQLModel + asyncpg, Alembic migrations).
 
-The session dependency commits when the request succeeds and rolls back when it fails; domain code
-never commits. Alembic runs programmatically so ``python -m <service> migrate`` needs no ini file.
+Alembic runs programmatically so ``python -m <service> migrate`` needs no ini file. (The request
+session, which commits on success and rolls back on error, is ``libs.http.state.SessionDep``.)
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import asyncpg
 from alembic import command
 from alembic.config import Config
-from fastapi import Depends, Request
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -26,23 +24,6 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
-
-
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One session per request: commit on success, roll back on any error."""
-    factory: async_sessionmaker[AsyncSession] = request.app.state.sessions
-    async with factory() as session:
-        try:
-            yield session
-            await session.commit()
-        except BaseException:
-            await session.rollback()
-            raise
-
-
-# scope="function": commit (or roll back) before the response is sent. With FastAPI's default
-# "request" scope the commit would run after the client already received its 2xx.
-SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 def _asyncpg_dsn(url: str, database: str | None = None) -> str:

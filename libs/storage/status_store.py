@@ -12,7 +12,6 @@ scored by creation time for listing. Records expire after the retention; indexes
 from __future__ import annotations
 
 import random
-import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -21,60 +20,22 @@ import orjson
 from redis.asyncio import Redis
 
 from libs.notification.message import Channel
-from libs.notification.status import ALLOWED_FROM, NewNotification, Status, TransitionResult
-from libs.storage.redis import Keys
+from libs.notification.status import (
+    ALLOWED_FROM,
+    FINISHED_STATUSES,
+    NewNotification,
+    Status,
+    StatusRecord,
+    TimelineEvent,
+    TransitionResult,
+)
+from libs.storage.redis import Keys, lua_script
 
 TIMELINE_LIMIT = 200
 
-_CREATE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local ttl = tonumber(ARGV[1])
-local score = ARGV[2]
-local id = ARGV[3]
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
-redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('RPUSH', KEYS[2], ARGV[4])
-redis.call('EXPIRE', KEYS[2], ttl)
-for i = 3, #KEYS do redis.call('ZADD', KEYS[i], score, id) end
-return 1
-"""
+_CREATE = lua_script(__file__, "status_create.lua")
 
-# KEYS: hash, timeline, idx:status:<each status...>
-# ARGV: id, new status ('' keeps it), allowed-from (comma list, '' = any), now, ttl, event json,
-#       attempt number (0 = unchanged; attempts only grows), field/value pairs...
-_TRANSITION = """
-local current = redis.call('HGET', KEYS[1], 'status')
-if not current then return {'missing', ''} end
-local new = ARGV[2]
-if new ~= '' and ARGV[3] ~= '' then
-  local allowed = false
-  for s in string.gmatch(ARGV[3], '[^,]+') do
-    if s == current then allowed = true end
-  end
-  if not allowed then return {'refused', current} end
-end
-local ttl = tonumber(ARGV[5])
-if #ARGV > 7 then redis.call('HSET', KEYS[1], unpack(ARGV, 8)) end
-redis.call('HSET', KEYS[1], 'updated_at', ARGV[4])
-local attempt = tonumber(ARGV[7])
-if attempt > (tonumber(redis.call('HGET', KEYS[1], 'attempts')) or 0) then
-  redis.call('HSET', KEYS[1], 'attempts', attempt)
-end
-if new ~= '' and new ~= current then
-  redis.call('HSET', KEYS[1], 'status', new)
-  local score = redis.call('HGET', KEYS[1], 'created_ts')
-  for i = 3, #KEYS do
-    local key = KEYS[i]
-    if string.sub(key, -#current - 1) == ':' .. current then redis.call('ZREM', key, ARGV[1]) end
-    if string.sub(key, -#new - 1) == ':' .. new then redis.call('ZADD', key, score, ARGV[1]) end
-  end
-end
-redis.call('RPUSH', KEYS[2], ARGV[6])
-redis.call('LTRIM', KEYS[2], -200, -1)
-redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('EXPIRE', KEYS[2], ttl)
-return {'ok', current}
-"""
+_TRANSITION = lua_script(__file__, "status_transition.lua")
 
 
 def _now() -> datetime:
@@ -87,7 +48,7 @@ def _event(kind: str, status: str | None, **details: Any) -> bytes:
     return orjson.dumps(entry)
 
 
-class StatusStore:
+class RedisStatusStore:
     def __init__(self, redis: Redis, keys: Keys, retention_seconds: int) -> None:
         self._redis = redis
         self._keys = keys
@@ -181,7 +142,7 @@ class StatusStore:
             fields["provider"] = provider
         if error is not None:
             fields["last_error"] = error[:1000]
-        if to is not None and to in (Status.DELIVERED, Status.SKIPPED, Status.FAILED):
+        if to in FINISHED_STATUSES:
             fields["finished_at"] = _now().isoformat()
         entry = _event(
             event,
@@ -214,16 +175,14 @@ class StatusStore:
             applied=verdict == "ok", previous=Status(previous) if previous else None
         )
 
-    async def get(self, notification_id: str) -> dict[str, Any] | None:
+    async def get(self, notification_id: str) -> StatusRecord | None:
         pipe = self._redis.pipeline(transaction=False)
         pipe.hgetall(self._keys.notification(notification_id))
         pipe.lrange(self._keys.timeline(notification_id), 0, -1)
         raw, timeline = await pipe.execute()
         if not raw:
             return None
-        record = _decode_record(raw)
-        record["timeline"] = [orjson.loads(e) for e in timeline]
-        return record
+        return _decode_record(raw, [TimelineEvent.model_validate_json(e) for e in timeline])
 
     async def search(
         self,
@@ -233,7 +192,7 @@ class StatusStore:
         status: Status | None = None,
         offset: int = 0,
         limit: int = 20,
-    ) -> tuple[list[dict[str, Any]], int]:
+    ) -> tuple[list[StatusRecord], int]:
         """Newest first, filtered by any combination of user, channel and status."""
         indexes = [self._keys.index("all")]
         if user_id:
@@ -246,7 +205,7 @@ class StatusStore:
         source = indexes[-1]
         pipe = self._redis.pipeline(transaction=True)
         if len(indexes) > 2:
-            source = f"{self._keys.prefix}tmp:{uuid.uuid4().hex}"
+            source = self._keys.scratch()
             pipe.zinterstore(source, indexes[1:], aggregate="MIN")
         pipe.zcard(source)
         pipe.zrevrange(source, offset, offset + limit - 1)
@@ -270,11 +229,25 @@ class StatusStore:
         await pipe.execute()
 
 
-def _decode_record(raw: Mapping[bytes, bytes]) -> dict[str, Any]:
-    record: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
-    record.pop("created_ts", None)
-    record["attempts"] = int(record.get("attempts") or 0)
-    record["priority"] = int(record.get("priority") or 0)
-    for name in ("provider", "last_error", "language", "finished_at"):
-        record[name] = record.get(name) or None
-    return record
+def _decode_record(
+    raw: Mapping[bytes, bytes], timeline: list[TimelineEvent] | None = None
+) -> StatusRecord:
+    fields = {k.decode(): v.decode() for k, v in raw.items()}
+    return StatusRecord(
+        notification_id=fields["notification_id"],
+        request_id=fields["request_id"],
+        notification_type=fields["notification_type"],
+        user_id=fields["user_id"],
+        template_code=fields["template_code"],
+        priority=int(fields.get("priority") or 0),
+        language=fields.get("language") or None,
+        status=fields["status"],
+        attempts=int(fields.get("attempts") or 0),
+        provider=fields.get("provider") or None,
+        last_error=fields.get("last_error") or None,
+        owner=fields.get("owner") or None,
+        created_at=fields["created_at"],
+        updated_at=fields.get("updated_at") or fields["created_at"],
+        finished_at=fields.get("finished_at") or None,
+        timeline=timeline or [],
+    )

@@ -19,6 +19,7 @@ from dlq_service.app import create_app
 from dlq_service.config import DlqSettings
 from dlq_service.failures import IncomingFailure
 from dlq_service.service import DlqService
+from dlq_service.state import DlqState
 from libs.messaging import headers as H
 from libs.messaging.topology import DEAD_LETTER_EXCHANGE, FAILED_QUEUE, FAILED_ROUTING_KEY
 from libs.notification.message import Channel, NotificationMessage
@@ -32,11 +33,11 @@ class Harness:
     app: FastAPI
     client: httpx.AsyncClient
     admin_token: str
+    state: DlqState
 
     @property
     def service(self) -> DlqService:
-        service: DlqService = self.app.state.dlq
-        return service
+        return self.state.dlq
 
     def auth(self, token: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {token or self.admin_token}"}
@@ -60,7 +61,7 @@ class Harness:
 async def running(settings: DlqSettings, admin_token: str) -> AsyncIterator[Harness]:
     app = create_app(settings)
     async with app_client(app) as client:
-        yield Harness(app=app, client=client, admin_token=admin_token)
+        yield Harness(app=app, client=client, admin_token=admin_token, state=client.state)
 
 
 def notification(channel: Channel = Channel.EMAIL, **overrides: Any) -> NotificationMessage:

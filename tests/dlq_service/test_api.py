@@ -237,7 +237,7 @@ async def test_ready_checks_postgres_redis_broker_and_the_consumer(dlq: Harness)
     assert all(c["status"] == "ok" for c in checks.values())
     assert checks["consumer"]["queue"] == "failed.queue"
 
-    await dlq.app.state.consumer.stop()
+    await dlq.state.consumer.stop()
     not_ready = await dlq.client.get("/ready")
     assert not_ready.status_code == 503
     body = not_ready.json()

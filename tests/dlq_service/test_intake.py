@@ -172,12 +172,12 @@ async def test_message_waits_unacked_while_the_database_cannot_store_it(
             )
 
             async def held() -> bool:
-                return bool(dlq.app.state.consumer.in_flight == 1)
+                return bool(dlq.state.consumer.in_flight == 1)
 
             await eventually(held)
             await asyncio.sleep(0.5)
             # taken and held unacked: neither acked nor sent back to failed.queue
-            assert dlq.app.state.consumer.in_flight == 1
+            assert dlq.state.consumer.in_flight == 1
             assert await queue_depth(amqp) == 0
             await asyncio.to_thread(upgrade, MIGRATIONS_DIR, empty_url)
 
@@ -207,7 +207,7 @@ async def test_shutdown_gives_an_unstorable_message_back_to_the_queue(
             )
 
             async def held() -> bool:
-                return bool(dlq.app.state.consumer.in_flight == 1)
+                return bool(dlq.state.consumer.in_flight == 1)
 
             await eventually(held)
             stopping_at = asyncio.get_running_loop().time()

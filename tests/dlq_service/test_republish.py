@@ -17,7 +17,7 @@ from libs.messaging import headers as H
 from libs.notification.message import Channel, NotificationMessage
 from libs.notification.status import NewNotification, Status
 from libs.storage.redis import Keys
-from libs.storage.status_store import StatusStore
+from libs.storage.status_store import RedisStatusStore
 from tests.dlq_service.helpers import (
     ADMIN_SUB,
     Harness,
@@ -30,11 +30,11 @@ from tests.dlq_service.helpers import (
 
 
 @pytest.fixture
-def statuses(redis: Redis, keys: Keys) -> StatusStore:
-    return StatusStore(redis, keys, 3600)
+def statuses(redis: Redis, keys: Keys) -> RedisStatusStore:
+    return RedisStatusStore(redis, keys, 3600)
 
 
-async def _failed_status(statuses: StatusStore, message: NotificationMessage) -> None:
+async def _failed_status(statuses: RedisStatusStore, message: NotificationMessage) -> None:
     """A notification whose delivery failed, as the delivery service leaves it."""
     await statuses.create(
         NewNotification(
@@ -71,7 +71,7 @@ async def _store(dlq: Harness, message: NotificationMessage, **headers: Any) -> 
 
 
 async def test_republish_puts_the_exact_body_on_the_work_queue_with_attempts_reset(
-    dlq: Harness, amqp: AbstractRobustConnection, statuses: StatusStore
+    dlq: Harness, amqp: AbstractRobustConnection, statuses: RedisStatusStore
 ) -> None:
     message = notification(Channel.EMAIL, priority=8)
     await _failed_status(statuses, message)
@@ -111,9 +111,9 @@ async def test_republish_puts_the_exact_body_on_the_work_queue_with_attempts_res
     ]
     status = await statuses.get(str(message.notification_id))
     assert status is not None
-    assert status["status"] == "pending"
-    assert status["timeline"][-1]["event"] == "republished"
-    assert status["timeline"][-1]["service"] == "dlq_service"
+    assert status.status == "pending"
+    assert status.timeline[-1].event == "republished"
+    assert status.timeline[-1].service == "dlq_service"
 
     # republishing again counts up
     again = await dlq.post(f"/api/v1/failed/{failed_id}/republish")
@@ -137,12 +137,12 @@ async def test_push_message_goes_back_to_the_push_queue(
 
 
 async def test_broker_unavailable_on_republish_gives_503_and_keeps_the_record_pending(
-    dlq: Harness, amqp: AbstractRobustConnection, statuses: StatusStore
+    dlq: Harness, amqp: AbstractRobustConnection, statuses: RedisStatusStore
 ) -> None:
     message = notification(Channel.EMAIL)
     await _failed_status(statuses, message)
     failed_id = await _store(dlq, message)
-    await dlq.app.state.publisher.close()  # the broker is gone for this app
+    await dlq.state.publisher.close()  # the broker is gone for this app
 
     response = await dlq.post(f"/api/v1/failed/{failed_id}/republish")
     assert response.status_code == 503, response.text
@@ -156,7 +156,7 @@ async def test_broker_unavailable_on_republish_gives_503_and_keeps_the_record_pe
     assert [e["action"] for e in detail["events"]] == ["received"]
     status = await statuses.get(str(message.notification_id))
     assert status is not None
-    assert status["status"] == "failed"  # not left claiming a retry that never happened
+    assert status.status == "failed"  # not left claiming a retry that never happened
     assert await queue_depth(amqp, "email.queue") == 0
 
     bulk = await dlq.post("/api/v1/failed/republish", json={"filter": {}})

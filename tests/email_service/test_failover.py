@@ -162,7 +162,9 @@ async def test_send_quota_is_shared_by_replicas(chain, sink):
     assert elapsed >= 2.7
     arrivals = sorted(m.received_at for m in await sink.wait_for(56))
     busiest = max(sum(1 for t in arrivals if start <= t < start + 1.0) for start in arrivals)
-    assert busiest <= 14 + 14 + 1  # bucket capacity plus one second of refill (+1 for clocks)
+    # bucket capacity plus one second of refill; +3 because arrivals are stamped at the sink, after
+    # the scheduling delays of a loaded machine can bunch a few sends (unshared buckets: 42 + 42)
+    assert busiest <= 14 + 14 + 3
 
 
 async def test_quota_exhausted_moves_on_to_the_next_provider(chain, sink, sendgrid):

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from gateway.app import create_app
 from libs.storage.redis import Keys
-from libs.storage.status_store import StatusStore
+from libs.storage.status_store import RedisStatusStore
 from tests.gateway.test_send import body
 from tests.support.amqp import queue_depth
 from tests.support.proxy import TcpProxy
@@ -183,7 +183,7 @@ async def test_broker_outage_gives_503_not_202_and_recovers_without_restart(
             ready = await client.get("/ready")
             assert ready.status_code == 503
             # nothing half-done: the request id is free and no status record was left behind
-            store = StatusStore(redis, Keys(settings.redis_key_prefix), 3600)
+            store = RedisStatusStore(redis, Keys(settings.redis_key_prefix), 3600)
             _, total = await store.search()
             assert total == 1
             await proxy.restore()

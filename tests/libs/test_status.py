@@ -9,7 +9,7 @@ import pytest
 
 from libs.notification.message import Channel
 from libs.notification.status import NewNotification, Status
-from libs.storage.status_store import StatusStore
+from libs.storage.status_store import RedisStatusStore
 
 
 def _new(channel: Channel = Channel.EMAIL, user: str | None = None, minutes_ago: int = 0):
@@ -25,8 +25,8 @@ def _new(channel: Channel = Channel.EMAIL, user: str | None = None, minutes_ago:
 
 
 @pytest.fixture
-def store(redis, keys) -> StatusStore:
-    return StatusStore(redis, keys, retention_seconds=3600)
+def store(redis, keys) -> RedisStatusStore:
+    return RedisStatusStore(redis, keys, retention_seconds=3600)
 
 
 async def test_create_is_pending_and_once(store):
@@ -34,9 +34,9 @@ async def test_create_is_pending_and_once(store):
     assert await store.create(n) is True
     assert await store.create(n) is False
     record = await store.get(n.notification_id)
-    assert record["status"] == "pending"
-    assert record["attempts"] == 0
-    assert [e["event"] for e in record["timeline"]] == ["accepted"]
+    assert record.status == "pending"
+    assert record.attempts == 0
+    assert [e.event for e in record.timeline] == ["accepted"]
 
 
 async def test_transitions_follow_allowed_edges_and_build_a_timeline(store):
@@ -58,11 +58,11 @@ async def test_transitions_follow_allowed_edges_and_build_a_timeline(store):
     assert not late.applied
     assert late.previous is Status.DELIVERED
     record = await store.get(n.notification_id)
-    assert record["status"] == "delivered"
-    assert record["provider"] == "smtp"
-    assert record["attempts"] == 1
-    assert record["finished_at"]
-    assert [e["event"] for e in record["timeline"]] == ["accepted", "processing", "delivered"]
+    assert record.status == "delivered"
+    assert record.provider == "smtp"
+    assert record.attempts == 1
+    assert record.finished_at
+    assert [e.event for e in record.timeline] == ["accepted", "processing", "delivered"]
 
 
 async def test_event_without_status_change_keeps_status(store):
@@ -72,9 +72,9 @@ async def test_event_without_status_change_keeps_status(store):
         n.notification_id, None, event="attempt_failed", service="t", error="boom"
     )
     record = await store.get(n.notification_id)
-    assert record["status"] == "pending"
-    assert record["last_error"] == "boom"
-    assert record["timeline"][-1]["error"] == "boom"
+    assert record.status == "pending"
+    assert record.last_error == "boom"
+    assert record.timeline[-1].error == "boom"
 
 
 async def test_missing_notification_reports_missing(store):
@@ -95,16 +95,16 @@ async def test_search_filters_and_paginates_newest_first(store):
 
     items, total = await store.search(user_id=user, channel=Channel.EMAIL, limit=2)
     assert total == 5
-    assert [i["notification_id"] for i in items] == [
+    assert [str(i.notification_id) for i in items] == [
         mine[0].notification_id,
         mine[1].notification_id,
     ]
     items, total = await store.search(user_id=user, channel=Channel.EMAIL, offset=4, limit=2)
-    assert [i["notification_id"] for i in items] == [mine[4].notification_id]
+    assert [str(i.notification_id) for i in items] == [mine[4].notification_id]
 
     delivered, total = await store.search(status=Status.DELIVERED, user_id=user)
     assert total == 1
-    assert delivered[0]["notification_id"] == mine[0].notification_id
+    assert str(delivered[0].notification_id) == mine[0].notification_id
     _pending, total = await store.search(status=Status.PENDING, user_id=user)
     assert total == 5  # 4 email + 1 push
 
@@ -128,4 +128,4 @@ async def test_attempts_count_delivery_attempts_not_redeliveries(store):
         await store.transition(
             n.notification_id, Status.PROCESSING, event="processing", service="t", attempt=attempt
         )
-    assert (await store.get(n.notification_id))["attempts"] == 2
+    assert (await store.get(n.notification_id)).attempts == 2

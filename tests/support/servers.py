@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import uvicorn
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from libs.http.state import STATE_KEY
 
 
 def free_port() -> int:
@@ -18,12 +22,29 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class AppClient(httpx.AsyncClient):
+    """An in-process client that also holds the service state the app's lifespan yielded."""
+
+    state: Any
+
+
+def with_lifespan_state(app: ASGIApp, state: Mapping[str, Any]) -> ASGIApp:
+    """Give every request a copy of the lifespan's state, as an ASGI server does."""
+
+    async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
+        await app({**scope, "state": dict(state)}, receive, send)
+
+    return asgi
+
+
 @asynccontextmanager
-async def app_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+async def app_client(app: FastAPI) -> AsyncIterator[AppClient]:
     """An httpx client talking to ``app`` in-process, with the app's lifespan running."""
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+    async with app.router.lifespan_context(app) as lifespan_state:
+        state = dict(lifespan_state or {})
+        transport = httpx.ASGITransport(app=with_lifespan_state(app, state))
+        async with AppClient(transport=transport, base_url="http://testserver") as client:
+            client.state = state.get(STATE_KEY)
             yield client
 
 

@@ -32,7 +32,7 @@ from libs.storage.db import upgrade
 from template_service.app import create_app
 from template_service.config import TemplateSettings
 from tests.support.isolation import REDIS_URL, temp_database, temp_redis_prefix
-from tests.support.servers import app_client, live_server
+from tests.support.servers import AppClient, app_client, live_server
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "template_service" / "migrations"
 ISSUER = ServiceSettings.model_fields["jwt_issuer"].default
@@ -156,7 +156,7 @@ def app(settings: TemplateSettings) -> FastAPI:
 
 
 @pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+async def client(app: FastAPI) -> AsyncIterator[AppClient]:
     async with app_client(app) as client:
         yield client
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from fastapi import FastAPI
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlmodel import select
@@ -15,6 +14,8 @@ from libs.clients.http import ServiceClient, ServiceTokenProvider
 from libs.clients.templates import RenderClient
 from libs.storage.redis import Keys
 from template_service.models import Template
+from template_service.state import TemplateServiceState
+from tests.support.servers import AppClient
 from tests.template_service.conftest import TemplateApi, TokenFactory
 from tests.template_service.factories import push_template
 
@@ -33,13 +34,13 @@ class FixedToken(ServiceTokenProvider):
 class CommitCheckingCache(VersionedCache):
     """Records what another connection sees at the moment of each bump."""
 
-    def __init__(self, app: FastAPI, inner: VersionedCache) -> None:
-        self._app = app
+    def __init__(self, state: TemplateServiceState, inner: VersionedCache) -> None:
+        self._state = state
         self._inner = inner
         self.seen: list[tuple[str, list[tuple[str, int]]]] = []
 
     async def bump(self, kind: str, ident: str, keep_seconds: int = 7 * 86400) -> int:
-        async with self._app.state.sessions() as session:  # its own connection and transaction
+        async with self._state.sessions() as session:  # its own connection and transaction
             rows = await session.exec(
                 select(Template).where(Template.code == ident, Template.deleted_at.is_(None))  # type: ignore[union-attr]
             )
@@ -48,10 +49,11 @@ class CommitCheckingCache(VersionedCache):
 
 
 async def test_cache_is_bumped_only_after_the_change_is_committed(
-    api: TemplateApi, app: FastAPI
+    api: TemplateApi, client: AppClient
 ) -> None:
-    spy = CommitCheckingCache(app, app.state.cache)
-    app.state.cache = spy
+    state: TemplateServiceState = client.state
+    spy = CommitCheckingCache(state, state.cache)
+    state.cache = spy
 
     await api.create(push_template())
     await api.update("welcome_push", {"content": "v2"})
@@ -112,10 +114,10 @@ class BrokenCache(VersionedCache):
 
 
 async def test_a_failed_cache_bump_keeps_the_saved_change_and_says_so(
-    api: TemplateApi, app: FastAPI
+    api: TemplateApi, client: AppClient
 ) -> None:
     await api.create(push_template())
-    app.state.cache = BrokenCache()
+    client.state.cache = BrokenCache()
 
     response = await api.request("PUT", "/api/v1/templates/welcome_push", json={"content": "new"})
 

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy import func
 from sqlmodel import select
@@ -20,6 +19,7 @@ from template_service.models import Template, TemplateVersion
 from template_service.rendering import SandboxRenderer
 from template_service.seed import seed_demo_templates
 from tests.support.isolation import REDIS_URL
+from tests.support.servers import AppClient
 from tests.template_service.conftest import TemplateApi, migrate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,8 +56,8 @@ async def test_seed_is_idempotent_and_bumps_caches(
     assert await redis.get(keys.cache_version("template", "welcome")) == b"2"  # en + pt
 
 
-async def test_seeded_templates_render(api: TemplateApi, app: FastAPI) -> None:
-    state = app.state
+async def test_seeded_templates_render(api: TemplateApi, client: AppClient) -> None:
+    state = client.state
     await seed_demo_templates(state.sessions, state.cache, state.renderer, "en")
     variables = {"name": "Ana", "link": "https://herald.test/start"}
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.support.servers import app_client
+from tests.support.servers import AppClient, app_client
 from user_service.app import create_app
 from user_service.cli import migrate, seed
 from user_service.config import UserSettings
@@ -68,7 +68,7 @@ def app(settings: UserSettings) -> FastAPI:
 
 
 @pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+async def client(app: FastAPI) -> AsyncIterator[AppClient]:
     async with app_client(app) as client:
         yield client
 

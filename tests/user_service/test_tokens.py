@@ -100,8 +100,8 @@ async def test_other_services_verify_every_role_with_the_jwks_over_http(settings
     assert principals[Role.USER].sub == user["id"]
 
 
-async def _signed(app, settings, **overrides) -> str:
-    key = await app.state.signing_keys.active_key()
+async def _signed(client, settings, **overrides) -> str:
+    key = await client.state.signing_keys.active_key()
     now = int(time.time())
     claims = {
         "sub": str(uuid.uuid4()),
@@ -127,8 +127,8 @@ async def _signed(app, settings, **overrides) -> str:
         ({"role": "root"}, "invalid_token"),
     ],
 )
-async def test_bad_claims_are_401(client, app, settings, overrides, code):
-    token = await _signed(app, settings, **overrides)
+async def test_bad_claims_are_401(client, settings, overrides, code):
+    token = await _signed(client, settings, **overrides)
 
     response = await client.get("/api/v1/auth/keys", headers=bearer(token))
 
@@ -136,8 +136,8 @@ async def test_bad_claims_are_401(client, app, settings, overrides, code):
     assert response.json()["error"] == code
 
 
-async def test_a_token_signed_by_another_key_is_401(client, app, settings):
-    kid = (await app.state.signing_keys.active_key()).kid
+async def test_a_token_signed_by_another_key_is_401(client, settings):
+    kid = (await client.state.signing_keys.active_key()).kid
     forger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     now = int(time.time())
     claims = {

@@ -1,0 +1,34 @@
+"""What dlq_service's lifespan builds, and the dependency routes read it through."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from dlq_service.config import DlqSettings
+from dlq_service.service import DlqService
+from libs.http.auth import JwksVerifier
+from libs.http.state import state_dependency
+from libs.messaging.consumer import QueueConsumer
+from libs.messaging.publisher import ConfirmedPublisher
+from libs.notification.status import StatusStore
+
+
+@dataclass(kw_only=True)
+class DlqState:
+    settings: DlqSettings
+    engine: AsyncEngine
+    redis: Redis
+    statuses: StatusStore
+    publisher: ConfirmedPublisher
+    verifier: JwksVerifier
+    dlq: DlqService
+    consumer: QueueConsumer[bytes]
+
+
+dlq_state = state_dependency(DlqState)
+State = Annotated[DlqState, Depends(dlq_state)]

@@ -1,0 +1,34 @@
+"""What the gateway's lifespan builds, and the dependency routes read it through."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends
+from redis.asyncio import Redis
+
+from gateway.config import GatewaySettings
+from gateway.intake import NotificationIntake
+from libs.http.auth import JwksVerifier
+from libs.http.state import state_dependency
+from libs.messaging.publisher import ConfirmedPublisher
+from libs.notification.status import StatusStore
+from libs.storage.ratelimit import TokenBuckets
+from libs.storage.redis import Keys
+
+
+@dataclass(kw_only=True)
+class GatewayState:
+    settings: GatewaySettings
+    redis: Redis
+    keys: Keys
+    status: StatusStore
+    rate_limits: TokenBuckets
+    publisher: ConfirmedPublisher
+    verifier: JwksVerifier
+    intake: NotificationIntake
+
+
+gateway_state = state_dependency(GatewayState)
+State = Annotated[GatewayState, Depends(gateway_state)]

@@ -1,0 +1,116 @@
+"""What to do with a notification once each of its recipients has an outcome: a pure function.
+
+The pipeline sends to every recipient (an email address, or each of a user's devices) and collects
+one outcome per recipient: sent, a provider error, or busy (another live consumer holds the send
+claim). :func:`decide_after_sends` turns those outcomes into the consumer's decision and the status
+event to record. It reads nothing and writes nothing, so every rule below is tested in memory.
+
+The rules, in order:
+
+1. **Busy** (and nothing failed transiently): another consumer is sending. Look again shortly,
+   without spending an attempt; by then its claim says sent or was released.
+2. **Attempted**: a provider was called and failed transiently. Retry with an attempt spent, after
+   at least the longest ``Retry-After`` any provider asked for. Recipients already sent are marked
+   in their claims, so the retry sends only to the others (partial success is never resent).
+3. **Unavailable**: no provider was called (every breaker open, every quota used up). Wait without
+   spending an attempt, for the shortest time any provider named.
+4. **Sent** to at least one recipient (the others refused for good): delivered.
+5. Otherwise every recipient was refused permanently: dead-letter with the first error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from libs.delivery.providers import ProviderError, ProviderUnavailable, SendResult
+from libs.messaging.outcomes import PERMANENT_ERROR, Ack, DeadLetter, Decision, Retry
+
+
+@dataclass(frozen=True)
+class Busy:
+    """Another live consumer holds this recipient's send claim."""
+
+    recipient: str
+
+
+SendOutcome = SendResult | ProviderError | Busy
+
+
+class Verdict(StrEnum):
+    """What happened, as the status timeline names it."""
+
+    BUSY = "claim_busy"
+    ATTEMPT_FAILED = "attempt_failed"
+    WAITING_FOR_PROVIDER = "waiting_for_provider"
+    DELIVERED = "delivered"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True)
+class AfterSends:
+    verdict: Verdict
+    decision: Decision
+    provider: str | None = None
+    """The provider that failed (attempted), or the ones that delivered (comma-separated)."""
+    error: str | None = None
+    recipients_sent: int = 0
+    recipients_refused: int = 0
+
+
+def decide_after_sends(outcomes: Sequence[SendOutcome]) -> AfterSends:
+    """The decision for a notification whose recipients ended as ``outcomes`` (at least one)."""
+    if not outcomes:
+        raise ValueError("a notification without recipients is skipped before sending")
+    sent = [o for o in outcomes if isinstance(o, SendResult)]
+    errors = [o for o in outcomes if isinstance(o, ProviderError)]
+    transient = [e for e in errors if e.transient]
+    attempted = [e for e in transient if not isinstance(e, ProviderUnavailable)]
+    busy = [o for o in outcomes if isinstance(o, Busy)]
+    if busy and not transient:
+        error = f"send to {busy[0].recipient} is claimed by another consumer"
+        return AfterSends(
+            Verdict.BUSY,
+            Retry(error=error, error_class="SendClaimBusy", count_attempt=False),
+            error=error,
+        )
+    if attempted:
+        first = attempted[0]
+        return AfterSends(
+            Verdict.ATTEMPT_FAILED,
+            Retry(
+                error=str(first),
+                error_class=type(first).__name__,
+                not_before_ms=max(e.retry_after_ms for e in attempted),
+            ),
+            provider=first.provider,
+            error=str(first),
+        )
+    if transient:
+        first = transient[0]
+        return AfterSends(
+            Verdict.WAITING_FOR_PROVIDER,
+            Retry(
+                error=str(first),
+                error_class=type(first).__name__,
+                not_before_ms=min(e.retry_after_ms for e in transient),
+                count_attempt=False,
+            ),
+            error=str(first),
+        )
+    if sent:
+        return AfterSends(
+            Verdict.DELIVERED,
+            Ack("delivered"),
+            provider=",".join(sorted({s.provider for s in sent})),
+            recipients_sent=len(sent),
+            recipients_refused=len(errors),
+        )
+    first = errors[0]
+    return AfterSends(
+        Verdict.REFUSED,
+        DeadLetter(PERMANENT_ERROR, str(first), first.code),
+        error=str(first),
+        recipients_refused=len(errors),
+    )

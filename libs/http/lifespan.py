@@ -1,0 +1,145 @@
+"""The pieces every service's lifespan is built from, and the standard readiness checks.
+
+A lifespan opens each client on an :class:`~contextlib.AsyncExitStack` right after creating it,
+so a start-up that fails half-way (the broker is down, a migration is missing) closes what it had
+opened, in reverse order, and a normal shutdown does the same. Then it builds its typed state
+(:mod:`libs.http.state`) and yields it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from contextlib import AsyncExitStack
+from typing import Any, Protocol
+
+import httpx
+from aio_pika.abc import AbstractRobustConnection
+from fastapi import Request
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from libs.http.app import ReadinessCheck
+from libs.http.auth import JWKS_PATH, JwksVerifier
+from libs.messaging.connection import open_broker
+from libs.messaging.publisher import ConfirmedPublisher
+from libs.settings import MessagingSettings, ServiceSettings
+from libs.storage.db import create_engine, ping, session_factory
+from libs.storage.redis import create_redis
+
+# Idle keep-alive connections are dropped by our clients before the servers drop them (uvicorn
+# closes idle connections after 5 s), so no request is written into a connection being closed.
+CLIENT_KEEPALIVE_EXPIRY_SECONDS = 4.0
+
+
+def open_redis(stack: AsyncExitStack, url: str) -> Redis:
+    redis = create_redis(url)
+    stack.push_async_callback(redis.aclose)
+    return redis
+
+
+def open_http_client(
+    stack: AsyncExitStack,
+    settings: ServiceSettings,
+    *,
+    max_connections: int = 100,
+    max_keepalive_connections: int = 20,
+) -> httpx.AsyncClient:
+    """The service's one HTTP client for calls to other services (and HTTP providers)."""
+    http = httpx.AsyncClient(
+        timeout=settings.http_timeout_seconds,
+        limits=httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=max_keepalive_connections,
+            keepalive_expiry=CLIENT_KEEPALIVE_EXPIRY_SECONDS,
+        ),
+    )
+    stack.push_async_callback(http.aclose)
+    return http
+
+
+def jwks_verifier(settings: ServiceSettings, http: httpx.AsyncClient) -> JwksVerifier:
+    """Verifies tokens with user_service's public keys (cached; refetched for an unknown kid)."""
+    return JwksVerifier(
+        f"{settings.user_service_url.rstrip('/')}{JWKS_PATH}",
+        http,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        cache_seconds=settings.jwks_cache_seconds,
+    )
+
+
+def open_database(
+    stack: AsyncExitStack, url: str, *, pool_size: int = 10
+) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
+    engine = create_engine(url, pool_size=pool_size)
+    stack.push_async_callback(engine.dispose)
+    return engine, session_factory(engine)
+
+
+async def open_messaging(
+    stack: AsyncExitStack, settings: MessagingSettings
+) -> tuple[AbstractRobustConnection, ConfirmedPublisher]:
+    """Connect (with retries), declare the topology, open a confirmed publisher."""
+    connection, publisher = await open_broker(
+        settings.rabbitmq_url,
+        name=settings.service_name,
+        topology=settings.topology(),
+        confirm_timeout=settings.publish_confirm_timeout_seconds,
+    )
+    stack.push_async_callback(connection.close)
+    stack.push_async_callback(publisher.close)
+    return connection, publisher
+
+
+# ---------------------------------------------------------------------------------------------
+# Readiness checks: each takes a getter of what it checks from the request's state.
+
+
+def redis_ready(get: Callable[[Request], Redis]) -> ReadinessCheck:
+    async def check(request: Request) -> Mapping[str, Any] | None:
+        await get(request).ping()
+        return None
+
+    return check
+
+
+def postgres_ready(get: Callable[[Request], AsyncEngine]) -> ReadinessCheck:
+    async def check(request: Request) -> Mapping[str, Any] | None:
+        return await ping(get(request))
+
+    return check
+
+
+def publisher_ready(get: Callable[[Request], ConfirmedPublisher]) -> ReadinessCheck:
+    async def check(request: Request) -> Mapping[str, Any] | None:
+        if not get(request).ready:
+            raise ConnectionError("the publishing channel is closed")
+        return None
+
+    return check
+
+
+class Consuming(Protocol):
+    """What a consumer readiness check reads (``libs.messaging.consumer.QueueConsumer``)."""
+
+    @property
+    def queue(self) -> str: ...
+
+    @property
+    def consuming(self) -> bool: ...
+
+    @property
+    def in_flight(self) -> int: ...
+
+
+def consumer_ready(get: Callable[[Request], Consuming]) -> ReadinessCheck:
+    """Ready while the consumer is subscribed to its queue on a live channel."""
+
+    async def check(request: Request) -> Mapping[str, Any] | None:
+        consumer = get(request)
+        if not consumer.consuming:
+            raise ConnectionError(f"not consuming {consumer.queue}")
+        return {"queue": consumer.queue, "in_flight": consumer.in_flight}
+
+    return check

@@ -1,0 +1,72 @@
+"""Typed service state: built once by the lifespan, yielded to Starlette, read by dependencies.
+
+A service's lifespan builds one state object (a dataclass naming every client it opened) and
+yields it with :func:`lifespan_state`; Starlette hands a copy of that mapping to every request as
+``request.state``. Routes never reach into ``app.state``: they declare what they need through
+``Annotated`` dependencies built by :func:`state_dependency`, so a route signature says what it
+uses and mypy checks it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Protocol, TypeVar, runtime_checkable
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+from starlette.requests import HTTPConnection
+
+S = TypeVar("S")
+
+STATE_KEY = "herald_state"
+
+
+def lifespan_state(state: object) -> dict[str, object]:
+    """What a lifespan yields: Starlette copies it into every request's ``request.state``."""
+    return {STATE_KEY: state}
+
+
+def read_state(connection: HTTPConnection, kind: type[S]) -> S:
+    """The service state of this request, checked to be a ``kind``."""
+    state = getattr(connection.state, STATE_KEY, None)
+    if not isinstance(state, kind):
+        raise RuntimeError(
+            f"no {kind.__name__} on this request: is the app's lifespan running? (got {state!r})"
+        )
+    return state
+
+
+def state_dependency(kind: type[S]) -> Callable[[Request], S]:
+    """A FastAPI dependency returning the request's state as a ``kind``."""
+
+    def dependency(request: Request) -> S:
+        return read_state(request, kind)
+
+    dependency.__name__ = f"{kind.__name__.lower()}_state"
+    return dependency
+
+
+@runtime_checkable
+class HasSessions(Protocol):
+    """A state with a database: :data:`SessionDep` opens sessions from it."""
+
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]: ...
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One session per request: commit on success, roll back on any error."""
+    factory = read_state(request, HasSessions).sessions  # type: ignore[type-abstract]
+    async with factory() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+# scope="function": commit (or roll back) before the response is sent. With FastAPI's default
+# "request" scope the commit would run after the client already received its 2xx.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
