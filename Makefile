@@ -13,7 +13,20 @@ PY := $(VENV)/bin/python
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: install run test test-fast test-e2e test-chaos lint format bench validate-deploy clean
+.PHONY: install run test test-unit test-fast test-e2e test-chaos lint format bench clean
+
+# The fast tier runs with every server URL pointing at a closed port: it proves it needs none.
+CLOSED := 127.0.0.1:1
+OFFLINE_ENV := HERALD_TEST_OFFLINE=1 \
+	HERALD_TEST_AMQP=amqp://guest:guest@$(CLOSED) HERALD_TEST_REDIS=redis://$(CLOSED)/0 \
+	HERALD_TEST_POSTGRES=postgresql+asyncpg://postgres@$(CLOSED) \
+	RABBITMQ_URL=amqp://guest:guest@$(CLOSED)/ REDIS_URL=redis://$(CLOSED)/0 \
+	DATABASE_URL=postgresql+asyncpg://postgres@$(CLOSED)/x \
+	USER_DATABASE_URL=postgresql+asyncpg://postgres@$(CLOSED)/x \
+	TEMPLATE_DATABASE_URL=postgresql+asyncpg://postgres@$(CLOSED)/x \
+	DLQ_DATABASE_URL=postgresql+asyncpg://postgres@$(CLOSED)/x \
+	USER_SERVICE_URL=http://$(CLOSED) TEMPLATE_SERVICE_URL=http://$(CLOSED) \
+	SMTP_HOST=127.0.0.1 SMTP_PORT=1 FCM_BASE_URL=http://$(CLOSED) SENDGRID_BASE_URL=http://$(CLOSED)
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -31,6 +44,9 @@ run: install
 test: install
 	$(PY) -m devtools.infra
 	$(PY) -m pytest -q -p no:cacheprovider
+
+test-unit: install
+	$(OFFLINE_ENV) $(PY) -m pytest -q -p no:cacheprovider -m unit
 
 test-fast: install
 	$(PY) -m pytest -q -m "not e2e and not chaos"
@@ -53,9 +69,6 @@ format: install
 bench: install
 	$(PY) -m devtools.infra
 	$(PY) -m benchmarks
-
-validate-deploy: install
-	$(PY) -m devtools.validate_deploy
 
 clean:
 	rm -rf .venv .tools .run .mypy_cache .ruff_cache

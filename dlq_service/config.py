@@ -16,7 +16,6 @@ class DlqSettings(MessagingSettings):
         "postgresql+asyncpg://postgres@127.0.0.1:5432/herald_dlq",
         validation_alias=AliasChoices("DLQ_DATABASE_URL", "DATABASE_URL"),
     )
-    consumer_prefetch: int = Field(50, ge=1, le=1000)
 
     # Bulk republish pace, shared by every request this process serves.
     republish_rate_per_second: float = Field(50.0, gt=0)

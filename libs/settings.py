@@ -88,6 +88,8 @@ class MessagingSettings(ServiceSettings):
     """
 
     queue_type: Literal["classic", "quorum"] = "classic"
+    # Messages a consumer process holds unacknowledged at once (its work in flight).
+    consumer_prefetch: int = Field(default=50, ge=1, le=1000)
     email_retry_delays_ms: list[int] = Field(default_factory=lambda: [1000, 2000, 4000])
     push_retry_delays_ms: list[int] = Field(default_factory=lambda: [1000, 2000, 4000])
     retry_jitter: float = Field(default=0.2, ge=0, lt=1)
@@ -95,14 +97,17 @@ class MessagingSettings(ServiceSettings):
     publish_confirm_timeout_seconds: float = 5.0
     status_retention_seconds: int = 7 * 86400
 
-    def retry_policy(self, channel: str) -> RetryPolicy:
-        delays = self.email_retry_delays_ms if channel == "email" else self.push_retry_delays_ms
+    def retry_policy(self, channel: Channel) -> RetryPolicy:
+        delays = {
+            Channel.EMAIL: self.email_retry_delays_ms,
+            Channel.PUSH: self.push_retry_delays_ms,
+        }[channel]
         return RetryPolicy(
             delays_ms=tuple(delays), jitter=self.retry_jitter, claim_wait_ms=self.claim_wait_ms
         )
 
     def topology(self) -> Topology:
         return build_topology(
-            {c: self.retry_policy(c.value).queue_delays() for c in Channel},
+            {c: self.retry_policy(c).queue_delays() for c in Channel},
             queue_type=self.queue_type,
         )

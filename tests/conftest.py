@@ -1,8 +1,13 @@
-"""Fixtures shared by every test. Infrastructure is real: RabbitMQ, Redis and PostgreSQL."""
+"""Fixtures shared by every test. Infrastructure is real: RabbitMQ, Redis and PostgreSQL.
+
+The fixtures that need a server depend on ``infrastructure`` (which starts a stopped one), so the
+fast tier (``-m unit``) runs with no server at all.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -19,20 +24,22 @@ from tests.support.isolation import (
 )
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _infrastructure() -> None:
+@pytest.fixture(scope="session")
+def infrastructure() -> None:
+    if os.environ.get("HERALD_TEST_OFFLINE"):
+        pytest.fail("this test needs RabbitMQ, Redis or PostgreSQL: it is not a unit test")
     infra.ensure()
 
 
 @pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
+async def redis(infrastructure: None) -> AsyncIterator[Redis]:
     client = Redis.from_url(REDIS_URL)
     yield client
     await client.aclose()
 
 
 @pytest.fixture
-async def redis_prefix() -> AsyncIterator[str]:
+async def redis_prefix(infrastructure: None) -> AsyncIterator[str]:
     async with temp_redis_prefix() as prefix:
         yield prefix
 
@@ -43,7 +50,7 @@ def keys(redis_prefix: str) -> Keys:
 
 
 @pytest.fixture(scope="session")
-def vhost_pool(_infrastructure: None) -> Iterator[VhostPool]:
+def vhost_pool(infrastructure: None) -> Iterator[VhostPool]:
     pool = VhostPool()
     yield pool
     pool.close()
@@ -58,6 +65,6 @@ async def amqp_url(vhost_pool: VhostPool) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def database_url() -> AsyncIterator[str]:
+async def database_url(infrastructure: None) -> AsyncIterator[str]:
     async with temp_database() as url:
         yield url

@@ -16,6 +16,11 @@ The rules, in order:
    spending an attempt, for the shortest time any provider named.
 4. **Sent** to at least one recipient (the others refused for good): delivered.
 5. Otherwise every recipient was refused permanently: dead-letter with the first error.
+
+:func:`decide_after_error` covers what can go wrong before any provider is called: our own user
+or template service says the user or template does not exist (dead-letter: permanent), refuses
+the request (dead-letter), or cannot be reached with nothing usable cached (wait without an
+attempt: the message is not at fault); Redis failing mid-way (retry).
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from redis.exceptions import RedisError
+
+from libs.clients.errors import UpstreamError, UpstreamNotFound, UpstreamRejected
 from libs.delivery.providers import ProviderError, ProviderUnavailable, SendResult
 from libs.messaging.outcomes import PERMANENT_ERROR, Ack, DeadLetter, Decision, Retry
 
@@ -46,10 +54,13 @@ class Verdict(StrEnum):
     WAITING_FOR_PROVIDER = "waiting_for_provider"
     DELIVERED = "delivered"
     REFUSED = "refused"
+    WAITING_FOR_DEPENDENCY = "waiting_for_dependency"
+    NOT_FOUND = "not_found"
+    STORE_FAILED = "store_failed"
 
 
 @dataclass(frozen=True)
-class AfterSends:
+class Outcome:
     verdict: Verdict
     decision: Decision
     provider: str | None = None
@@ -59,7 +70,7 @@ class AfterSends:
     recipients_refused: int = 0
 
 
-def decide_after_sends(outcomes: Sequence[SendOutcome]) -> AfterSends:
+def decide_after_sends(outcomes: Sequence[SendOutcome]) -> Outcome:
     """The decision for a notification whose recipients ended as ``outcomes`` (at least one)."""
     if not outcomes:
         raise ValueError("a notification without recipients is skipped before sending")
@@ -70,14 +81,14 @@ def decide_after_sends(outcomes: Sequence[SendOutcome]) -> AfterSends:
     busy = [o for o in outcomes if isinstance(o, Busy)]
     if busy and not transient:
         error = f"send to {busy[0].recipient} is claimed by another consumer"
-        return AfterSends(
+        return Outcome(
             Verdict.BUSY,
             Retry(error=error, error_class="SendClaimBusy", count_attempt=False),
             error=error,
         )
     if attempted:
         first = attempted[0]
-        return AfterSends(
+        return Outcome(
             Verdict.ATTEMPT_FAILED,
             Retry(
                 error=str(first),
@@ -89,7 +100,7 @@ def decide_after_sends(outcomes: Sequence[SendOutcome]) -> AfterSends:
         )
     if transient:
         first = transient[0]
-        return AfterSends(
+        return Outcome(
             Verdict.WAITING_FOR_PROVIDER,
             Retry(
                 error=str(first),
@@ -100,7 +111,7 @@ def decide_after_sends(outcomes: Sequence[SendOutcome]) -> AfterSends:
             error=str(first),
         )
     if sent:
-        return AfterSends(
+        return Outcome(
             Verdict.DELIVERED,
             Ack("delivered"),
             provider=",".join(sorted({s.provider for s in sent})),
@@ -108,9 +119,37 @@ def decide_after_sends(outcomes: Sequence[SendOutcome]) -> AfterSends:
             recipients_refused=len(errors),
         )
     first = errors[0]
-    return AfterSends(
+    return Outcome(
         Verdict.REFUSED,
         DeadLetter(PERMANENT_ERROR, str(first), first.code),
         error=str(first),
         recipients_refused=len(errors),
+    )
+
+
+def decide_after_error(error: UpstreamError | RedisError) -> Outcome:
+    """The decision when the pipeline failed before (or around) calling any provider."""
+    if isinstance(error, UpstreamNotFound):
+        error_class = "UserNotFound" if error.service == "user_service" else "TemplateNotFound"
+        return Outcome(
+            Verdict.NOT_FOUND,
+            DeadLetter(PERMANENT_ERROR, str(error), error_class),
+            error=str(error),
+        )
+    if isinstance(error, UpstreamRejected):
+        return Outcome(
+            Verdict.REFUSED,
+            DeadLetter(PERMANENT_ERROR, str(error), error.code or "UpstreamRejected"),
+            error=str(error),
+        )
+    if isinstance(error, UpstreamError):
+        return Outcome(
+            Verdict.WAITING_FOR_DEPENDENCY,
+            Retry(error=str(error), error_class=type(error).__name__, count_attempt=False),
+            error=str(error),
+        )
+    return Outcome(
+        Verdict.STORE_FAILED,
+        Retry(error=f"redis: {error!r}", error_class="RedisError"),
+        error=repr(error),
     )

@@ -21,13 +21,19 @@ from uuid import UUID
 import structlog
 from redis.exceptions import RedisError
 
-from libs.clients.errors import UpstreamError, UpstreamNotFound, UpstreamRejected
+from libs.clients.errors import UpstreamError, UpstreamRejected
 from libs.clients.templates import Rendered
 from libs.clients.users import Preferences, UserProfile
 from libs.delivery.claims import Claim, ClaimState
-from libs.delivery.decision import Busy, SendOutcome, Verdict, decide_after_sends
+from libs.delivery.decision import (
+    Busy,
+    SendOutcome,
+    Verdict,
+    decide_after_error,
+    decide_after_sends,
+)
 from libs.delivery.providers import Commit, ProviderError, RecipientGone, SendResult
-from libs.messaging.outcomes import PERMANENT_ERROR, Ack, DeadLetter, Decision, Delivery, Retry
+from libs.messaging.outcomes import Ack, DeadLetter, Decision, Delivery
 from libs.metrics import NOTIFICATIONS
 from libs.notification.message import Channel, NotificationMessage
 from libs.notification.status import TERMINAL_STATUSES, NewNotification, Status, StatusStore
@@ -142,19 +148,13 @@ class DeliveryPipeline:
             await self._finish(nid, Status.SKIPPED, "skipped", error=skip.reason)
             NOTIFICATIONS.labels(self._channel.value, "skipped").inc()
             return Ack("skipped")
-        except UpstreamNotFound as exc:
-            return DeadLetter(PERMANENT_ERROR, str(exc), _not_found_class(exc))
-        except UpstreamRejected as exc:
-            return DeadLetter(PERMANENT_ERROR, str(exc), exc.code or "UpstreamRejected")
-        except UpstreamError as exc:
-            # Our own user or template service is unreachable and nothing usable is cached. The
-            # message is not at fault and no provider was called: wait, without an attempt.
-            await self._status.transition(
-                nid, None, event="waiting_for_dependency", service=self._service, error=str(exc)
-            )
-            return Retry(error=str(exc), error_class=type(exc).__name__, count_attempt=False)
-        except RedisError as exc:
-            return Retry(error=f"redis: {exc!r}", error_class="RedisError")
+        except (UpstreamError, RedisError) as exc:
+            after = decide_after_error(exc)
+            if after.verdict is Verdict.WAITING_FOR_DEPENDENCY:
+                await self._status.transition(
+                    nid, None, event=after.verdict.value, service=self._service, error=after.error
+                )
+            return after.decision
 
     async def on_dead_letter(
         self, delivery: Delivery[NotificationMessage] | None, reason: str, error: str
@@ -325,7 +325,3 @@ class DeliveryPipeline:
             error=error,
             details=details,
         )
-
-
-def _not_found_class(exc: UpstreamNotFound) -> str:
-    return "UserNotFound" if exc.service == "user_service" else "TemplateNotFound"

@@ -9,7 +9,7 @@ side serves only health, readiness and metrics.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol, TypeVar
@@ -28,13 +28,20 @@ from libs.delivery.claims import InstanceHeartbeat, SendClaims, new_instance_id
 from libs.delivery.pipeline import ChannelAdapter, DeliveryPipeline
 from libs.delivery.providers import GuardedProvider, Provider
 from libs.http.app import create_app
-from libs.messaging.connection import open_broker
+from libs.http.lifespan import (
+    consumer_ready,
+    open_http_client,
+    open_messaging,
+    open_redis,
+    redis_ready,
+)
+from libs.http.state import lifespan_state, state_dependency
 from libs.messaging.consumer import QueueConsumer
 from libs.messaging.topology import delay_queue, work_queue
 from libs.notification.message import Channel, NotificationMessage
 from libs.settings import MessagingSettings
 from libs.storage.ratelimit import TokenBucket
-from libs.storage.redis import Keys, create_redis
+from libs.storage.redis import Keys
 from libs.storage.status_store import RedisStatusStore
 
 log = structlog.get_logger(__name__)
@@ -45,7 +52,6 @@ P = TypeVar("P")
 class DeliverySettings(MessagingSettings):
     """Settings shared by the delivery services."""
 
-    prefetch: int = 50
     # Circuit breaker of each provider (shared by replicas through Redis).
     breaker_failure_threshold: int = 5
     breaker_window_seconds: float = 60.0
@@ -116,8 +122,10 @@ class AdapterDeps:
 AdapterFactory = Callable[[AdapterDeps], Awaitable[ManagedAdapter]]
 
 
-@dataclass
-class DeliveryRuntime:
+@dataclass(kw_only=True)
+class DeliveryState:
+    """What a delivery service's lifespan builds (its HTTP side reads it for readiness)."""
+
     settings: DeliverySettings
     redis: Redis
     consumer: QueueConsumer[NotificationMessage]
@@ -126,120 +134,116 @@ class DeliveryRuntime:
     instance_id: str
 
 
+delivery_state = state_dependency(DeliveryState)
+
+
 def create_delivery_app(
     *, settings: DeliverySettings, channel: Channel, adapter_factory: AdapterFactory, title: str
 ) -> FastAPI:
     service = settings.service_name
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = create_redis(settings.redis_url)
-        http = httpx.AsyncClient(
-            timeout=settings.http_timeout_seconds,
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-        )
-        connection, publisher = await open_broker(
-            settings.rabbitmq_url,
-            name=service,
-            topology=settings.topology(),
-            confirm_timeout=settings.publish_confirm_timeout_seconds,
-        )
+    async def lifespan(_app: FastAPI) -> AsyncIterator[dict[str, object]]:
+        async with AsyncExitStack() as stack:
+            # Closed in reverse: the consumer first (in-flight messages finish while their
+            # claims' holder is still alive), then the adapter, heartbeat, broker, clients.
+            redis = open_redis(stack, settings.redis_url)
+            http = open_http_client(
+                stack, settings, max_connections=200, max_keepalive_connections=50
+            )
+            connection, publisher = await open_messaging(stack, settings)
+            # Commit marks need a client without a socket timeout (libs.delivery.claims).
+            commit_redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+            stack.push_async_callback(commit_redis.aclose)
 
-        keys = Keys(settings.redis_key_prefix)
-        cache = VersionedCache(redis, keys)
-        tokens = ServiceTokenProvider(
-            http,
-            settings.user_service_url,
-            settings.service_account_email,
-            settings.service_account_password,
-        )
-        users = UserDirectory(
-            ServiceClient("user_service", settings.user_service_url, http, tokens),
-            cache,
-            user_ttl=settings.user_cache_seconds,
-            preferences_ttl=settings.preferences_cache_seconds,
-            stale_ttl=settings.stale_cache_seconds,
-        )
-        renderer = RenderClient(
-            ServiceClient("template_service", settings.template_service_url, http, tokens),
-            cache,
-            render_ttl=settings.render_cache_seconds,
-            stale_ttl=settings.stale_cache_seconds,
-        )
-        instance_id = new_instance_id(service)
-        heartbeat = InstanceHeartbeat(redis, keys, instance_id)
-        await heartbeat.start()
-        # Commit marks need a client without a socket timeout (see libs.delivery.claims.CommitMark).
-        commit_redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5)
-        claims = SendClaims(
-            redis,
-            keys,
-            instance_id,
-            lease_ms=settings.claim_lease_ms,
-            sent_ttl_seconds=settings.status_retention_seconds,
-            commit_redis=commit_redis,
-        )
-        adapter = await adapter_factory(
-            AdapterDeps(http, redis, keys, users, instance_id, settings)
-        )
-        pipeline = DeliveryPipeline(
-            adapter=adapter,
-            users=users,
-            renderer=renderer,
-            status=RedisStatusStore(redis, keys, settings.status_retention_seconds),
-            claims=claims,
-            service=service,
-        )
-        consumer: QueueConsumer[NotificationMessage] = QueueConsumer(
-            connection=connection,
-            publisher=publisher,
-            queue=work_queue(channel),
-            parse=NotificationMessage.from_bytes,
-            handler=pipeline.handle,
-            service=service,
-            prefetch=settings.prefetch,
-            retry_policy=settings.retry_policy(channel.value),
-            delay_queue=partial(delay_queue, channel),
-            on_dead_letter=pipeline.on_dead_letter,
-        )
-        await consumer.start()
-        app.state.runtime = DeliveryRuntime(
-            settings, redis, consumer, adapter, pipeline, instance_id
-        )
-        log.info("service.started", instance=instance_id, queue=work_queue(channel))
-        try:
-            yield
-        finally:
-            log.info("service.stopping", in_flight=consumer.in_flight)
-            await consumer.stop(settings.shutdown_grace_seconds)
-            await heartbeat.stop()
-            await adapter.close()
-            await publisher.close()
-            await connection.close()
-            await http.aclose()
-            await commit_redis.aclose()
-            await redis.aclose()
-            log.info("service.stopped")
+            keys = Keys(settings.redis_key_prefix)
+            cache = VersionedCache(redis, keys)
+            tokens = ServiceTokenProvider(
+                http,
+                settings.user_service_url,
+                settings.service_account_email,
+                settings.service_account_password,
+            )
+            users = UserDirectory(
+                ServiceClient("user_service", settings.user_service_url, http, tokens),
+                cache,
+                user_ttl=settings.user_cache_seconds,
+                preferences_ttl=settings.preferences_cache_seconds,
+                stale_ttl=settings.stale_cache_seconds,
+            )
+            renderer = RenderClient(
+                ServiceClient("template_service", settings.template_service_url, http, tokens),
+                cache,
+                render_ttl=settings.render_cache_seconds,
+                stale_ttl=settings.stale_cache_seconds,
+            )
+            instance_id = new_instance_id(service)
+            heartbeat = InstanceHeartbeat(redis, keys, instance_id)
+            await heartbeat.start()
+            stack.push_async_callback(heartbeat.stop)
+            claims = SendClaims(
+                redis,
+                keys,
+                instance_id,
+                lease_ms=settings.claim_lease_ms,
+                sent_ttl_seconds=settings.status_retention_seconds,
+                commit_redis=commit_redis,
+            )
+            adapter = await adapter_factory(
+                AdapterDeps(http, redis, keys, users, instance_id, settings)
+            )
+            stack.push_async_callback(adapter.close)
+            pipeline = DeliveryPipeline(
+                adapter=adapter,
+                users=users,
+                renderer=renderer,
+                status=RedisStatusStore(redis, keys, settings.status_retention_seconds),
+                claims=claims,
+                service=service,
+            )
+            consumer: QueueConsumer[NotificationMessage] = QueueConsumer(
+                connection=connection,
+                publisher=publisher,
+                queue=work_queue(channel),
+                parse=NotificationMessage.from_bytes,
+                handler=pipeline.handle,
+                service=service,
+                prefetch=settings.consumer_prefetch,
+                retry_policy=settings.retry_policy(channel),
+                delay_queue=partial(delay_queue, channel),
+                on_dead_letter=pipeline.on_dead_letter,
+            )
+            await consumer.start()
+            stack.push_async_callback(_stop_consumer, consumer, settings.shutdown_grace_seconds)
+            log.info("service.started", instance=instance_id, queue=work_queue(channel))
+            yield lifespan_state(
+                DeliveryState(
+                    settings=settings,
+                    redis=redis,
+                    consumer=consumer,
+                    adapter=adapter,
+                    pipeline=pipeline,
+                    instance_id=instance_id,
+                )
+            )
+        log.info("service.stopped")
 
-    async def redis_ready(request: Request) -> dict[str, Any]:
-        runtime: DeliveryRuntime = request.app.state.runtime
-        await runtime.redis.ping()
-        return {}
-
-    async def broker_ready(request: Request) -> dict[str, Any]:
-        runtime: DeliveryRuntime = request.app.state.runtime
-        if not runtime.consumer.consuming:
-            raise ConnectionError(f"not consuming {work_queue(channel)}")
-        return {"queue": work_queue(channel), "in_flight": runtime.consumer.in_flight}
-
-    async def providers_ready(request: Request) -> dict[str, Any]:
-        runtime: DeliveryRuntime = request.app.state.runtime
-        return dict(await runtime.adapter.health())
+    async def providers_ready(request: Request) -> Mapping[str, Any]:
+        return await delivery_state(request).adapter.health()
 
     return create_app(
         service=service,
         title=title,
         lifespan=lifespan,
-        readiness={"redis": redis_ready, "rabbitmq": broker_ready, "providers": providers_ready},
+        readiness={
+            "redis": redis_ready(lambda r: delivery_state(r).redis),
+            "rabbitmq": consumer_ready(lambda r: delivery_state(r).consumer),
+            "providers": providers_ready,
+        },
         max_body_bytes=settings.max_body_bytes,
     )
+
+
+async def _stop_consumer(consumer: QueueConsumer[NotificationMessage], grace: float) -> None:
+    log.info("service.stopping", in_flight=consumer.in_flight)
+    await consumer.stop(grace)

@@ -19,7 +19,7 @@ BURST = 2000
 async def test_sigkill_of_an_email_consumer_mid_burst_loses_and_duplicates_nothing(
     vhost_pool, tmp_path
 ):
-    async with running_system(vhost_pool, tmp_path, env={"PREFETCH": "20"}) as system:
+    async with running_system(vhost_pool, tmp_path, env={"CONSUMER_PREFETCH": "20"}) as system:
         replica = system.stack.start("email_service", port=free_port())
         await asyncio.to_thread(system.stack.wait_ready, replica)
         user_id, code = await setup_email(system)
@@ -54,7 +54,7 @@ async def test_sigkill_of_an_email_consumer_mid_burst_loses_and_duplicates_nothi
 
 
 async def test_sigterm_drains_in_flight_messages_and_exits_gracefully(vhost_pool, tmp_path):
-    async with running_system(vhost_pool, tmp_path, env={"PREFETCH": "20"}) as system:
+    async with running_system(vhost_pool, tmp_path, env={"CONSUMER_PREFETCH": "20"}) as system:
         replica = system.stack.start("email_service", port=free_port())
         await asyncio.to_thread(system.stack.wait_ready, replica)
         user_id, code = await setup_email(system)

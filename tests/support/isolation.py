@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import subprocess
 import threading
@@ -13,9 +14,10 @@ from redis.asyncio import Redis
 
 from libs.storage.db import drop_database, ensure_database
 
-PG_BASE = "postgresql+asyncpg://postgres@127.0.0.1:5432"
-REDIS_URL = "redis://127.0.0.1:6379/0"
-AMQP_BASE = "amqp://guest:guest@127.0.0.1:5672"
+# Where the tests find the servers (the machine's own by default).
+PG_BASE = os.environ.get("HERALD_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432")
+REDIS_URL = os.environ.get("HERALD_TEST_REDIS", "redis://127.0.0.1:6379/0")
+AMQP_BASE = os.environ.get("HERALD_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672")
 
 
 def unique(label: str) -> str:

@@ -6,6 +6,8 @@ import pytest
 
 from template_service.languages import fallback_chain, normalize_language
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("raw", "normalized"),

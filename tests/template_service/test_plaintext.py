@@ -6,6 +6,8 @@ import pytest
 
 from template_service.plaintext import html_to_text
 
+pytestmark = pytest.mark.unit
+
 
 def test_paragraphs_breaks_and_links() -> None:
     html = (

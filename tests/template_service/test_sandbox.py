@@ -213,6 +213,7 @@ def _body(renderer: SandboxRenderer, source: str, **variables: object) -> str | 
     return renderer.render_sync(Content(type=Channel.PUSH, content=source), variables).body
 
 
+@pytest.mark.unit
 def test_ordinary_template_features_still_work() -> None:
     renderer = SandboxRenderer()
     source = (
@@ -233,6 +234,7 @@ def test_ordinary_template_features_still_work() -> None:
     )
 
 
+@pytest.mark.unit
 def test_step_budget_stops_long_loops() -> None:
     renderer = SandboxRenderer(RenderLimits(max_steps=1000))
 
@@ -241,6 +243,7 @@ def test_step_budget_stops_long_loops() -> None:
         _body(renderer, "{% for i in range(1100) %}{% endfor %}ok")
 
 
+@pytest.mark.unit
 def test_deadline_stops_slow_renders() -> None:
     renderer = SandboxRenderer(RenderLimits(timeout_seconds=0.2, max_steps=10**9))
     started = time.monotonic()
@@ -254,6 +257,7 @@ def test_deadline_stops_slow_renders() -> None:
     assert time.monotonic() - started < 1.5
 
 
+@pytest.mark.unit
 def test_output_size_is_capped() -> None:
     renderer = SandboxRenderer(RenderLimits(max_output_chars=1000))
 
@@ -262,6 +266,7 @@ def test_output_size_is_capped() -> None:
         _body(renderer, "{% for i in range(11) %}{{ 'x' * 100 }}{% endfor %}")
 
 
+@pytest.mark.unit
 def test_markup_format_in_html_still_escapes_its_arguments() -> None:
     renderer = SandboxRenderer()
     content = Content(

@@ -1,0 +1,193 @@
+"""NotificationIntake with in-memory idempotency, status store, publisher and reference checks.
+
+tests/gateway runs the same rules through the HTTP API against Redis and RabbitMQ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from gateway.intake import NotificationIntake
+from gateway.schemas import NotificationRequest
+from libs.clients.errors import UpstreamUnavailable
+from libs.http.auth import Principal, Role
+from libs.http.errors import Conflict, ServiceUnavailable, Unprocessable
+from libs.messaging import headers as H
+from libs.notification.message import Channel, NotificationMessage
+from libs.notification.status import Status
+from tests.support.fakes import (
+    InMemoryIdempotencyStore,
+    InMemoryStatusStore,
+    InMemoryTemplates,
+    InMemoryUsers,
+    RecordingPublisher,
+)
+
+pytestmark = pytest.mark.unit
+
+CALLER = Principal(sub="billing-backend", role=Role.SERVICE, jti="j", exp=0)
+
+
+class Gateway:
+    def __init__(self, *, publish_delay: float = 0.0, pending_ttl: int = 30) -> None:
+        self.idempotency = InMemoryIdempotencyStore()
+        self.status = InMemoryStatusStore()
+        self.publisher = RecordingPublisher(delay=publish_delay)
+        self.users = InMemoryUsers()
+        self.templates = InMemoryTemplates()
+        self.user = self.users.add()
+        self.intake = NotificationIntake(
+            idempotency=self.idempotency,
+            status=self.status,
+            publisher=self.publisher,
+            users=self.users,
+            templates=self.templates,
+            idempotency_ttl=86400,
+            pending_ttl=pending_ttl,
+            confirm_timeout=1,
+        )
+
+    def request(self, **overrides: object) -> NotificationRequest:
+        values: dict[str, object] = {
+            "notification_type": "email",
+            "user_id": str(self.user.id),
+            "template_code": "welcome",
+            "variables": {"name": "Ada"},
+            "request_id": f"order-{uuid.uuid4().hex[:8]}",
+            "priority": 4,
+        }
+        return NotificationRequest.model_validate(values | overrides)
+
+
+@pytest.fixture
+def gw() -> Gateway:
+    return Gateway()
+
+
+async def test_accepting_records_pending_and_publishes_one_persistent_message(gw):
+    request = gw.request()
+    accepted = await gw.intake.submit(CALLER, request)
+    assert accepted.replayed is False
+    assert accepted.response.status is Status.PENDING
+    nid = str(accepted.response.notification_id)
+    record = await gw.status.get(nid)
+    assert record is not None
+    assert (record.status, record.owner, record.request_id) == (
+        Status.PENDING,
+        CALLER.sub,
+        request.request_id,
+    )
+    [published] = gw.publisher.published
+    assert (published.exchange, published.routing_key) == ("notifications.direct", "email")
+    assert published.message_id == nid
+    assert published.priority == 4
+    assert published.headers == {H.ATTEMPTS: 0}
+    message = NotificationMessage.from_bytes(published.body)
+    assert message.variables == {"name": "Ada"}
+
+
+async def test_the_same_request_again_replays_the_answer_and_publishes_nothing(gw):
+    request = gw.request()
+    first = await gw.intake.submit(CALLER, request)
+    again = await gw.intake.submit(CALLER, request)
+    assert again.replayed is True
+    assert again.response == first.response
+    assert len(gw.publisher.published) == 1
+
+
+async def test_the_same_request_id_from_another_caller_is_another_notification(gw):
+    request = gw.request()
+    mine = await gw.intake.submit(CALLER, request)
+    other = Principal(sub="shop-backend", role=Role.SERVICE, jti="k", exp=0)
+    theirs = await gw.intake.submit(other, request)
+    assert theirs.response.notification_id != mine.response.notification_id
+    assert len(gw.publisher.published) == 2
+
+
+async def test_a_different_body_with_a_used_request_id_is_a_conflict(gw):
+    request = gw.request()
+    await gw.intake.submit(CALLER, request)
+    with pytest.raises(Conflict) as error:
+        await gw.intake.submit(CALLER, request.model_copy(update={"priority": 9}))
+    assert error.value.code == "idempotency_conflict"
+    assert len(gw.publisher.published) == 1
+
+
+async def test_concurrent_duplicates_publish_once_and_all_get_the_same_answer():
+    gw = Gateway(publish_delay=0.05)
+    request = gw.request()
+    answers = await asyncio.gather(*(gw.intake.submit(CALLER, request) for _ in range(20)))
+    assert len(gw.publisher.published) == 1
+    assert {a.response.notification_id for a in answers} == {answers[0].response.notification_id}
+    assert sum(not a.replayed for a in answers) == 1
+
+
+async def test_an_unconfirmed_publish_is_503_leaves_no_trace_and_may_be_retried(gw):
+    request = gw.request()
+    gw.publisher.fail = True
+    with pytest.raises(ServiceUnavailable) as error:
+        await gw.intake.submit(CALLER, request)
+    assert error.value.code == "broker_unavailable"
+    assert gw.status.records == {}
+    assert gw.idempotency.records == {}
+    gw.publisher.fail = False
+    accepted = await gw.intake.submit(CALLER, request)
+    assert accepted.replayed is False
+    assert len(gw.publisher.published) == 1
+
+
+async def test_the_retry_after_a_crash_between_confirm_and_record_keeps_the_same_id(gw):
+    request = gw.request()
+    first = await gw.intake.submit(CALLER, request)
+    gw.idempotency.records.clear()  # the gateway died before writing "accepted"
+    retry = await gw.intake.submit(CALLER, request)
+    # the same notification id: the delivery service's send claim stops a second send
+    assert retry.response.notification_id == first.response.notification_id
+
+
+async def test_a_request_still_in_flight_past_its_window_is_409_in_progress():
+    gw = Gateway(pending_ttl=0)
+    request = gw.request()
+    slow = asyncio.create_task(gw.intake.submit(CALLER, request))
+    gw.publisher.delay = 2.0
+    await asyncio.sleep(0)
+    with pytest.raises(Conflict) as error:
+        await gw.intake.submit(CALLER, request)
+    assert error.value.code == "request_in_progress"
+    slow.cancel()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "code"),
+    [
+        ({"user_id": str(uuid.uuid4())}, "unknown_user"),
+        ({"template_code": "no_such_template"}, "unknown_template"),
+        ({"template_code": "welcome_push"}, "template_type_mismatch"),
+    ],
+)
+async def test_unknown_references_are_refused_and_nothing_is_queued(gw, overrides, code):
+    with pytest.raises(Unprocessable) as error:
+        await gw.intake.submit(CALLER, gw.request(**overrides))
+    assert error.value.code == code
+    assert gw.publisher.published == []
+    assert gw.status.records == {}
+
+
+async def test_references_are_not_checked_while_their_services_are_unreachable(gw):
+    gw.users.failure = UpstreamUnavailable("user_service", "refused")
+    gw.templates.failure = UpstreamUnavailable("template_service", "refused")
+    accepted = await gw.intake.submit(CALLER, gw.request(user_id=str(uuid.uuid4())))
+    assert accepted.response.status is Status.PENDING
+    assert len(gw.publisher.published) == 1
+
+
+async def test_a_request_id_finds_its_notification(gw):
+    request = gw.request(notification_type=Channel.EMAIL.value)
+    accepted = await gw.intake.submit(CALLER, request)
+    found = await gw.intake.notification_id_for(CALLER, request.request_id)
+    assert found == str(accepted.response.notification_id)
+    other = Principal(sub="someone-else", role=Role.SERVICE, jti="x", exp=0)
+    assert await gw.intake.notification_id_for(other, request.request_id) is None
