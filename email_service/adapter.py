@@ -6,8 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from email_service.providers import OutgoingEmail
-from libs.clients.templates import Rendered
-from libs.clients.users import Preferences, UserProfile
+from libs.clients.models import Preferences, Rendered, UserProfile
 from libs.delivery.pipeline import Recipient
 from libs.delivery.providers import Commit, FailoverChain, SendResult
 from libs.logging import get_correlation_id

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from libs.clients.templates import Rendered
-from libs.clients.users import Preferences, UserDirectory, UserProfile
+from libs.clients.models import Preferences, Rendered, UserProfile
+from libs.clients.users import UserDirectory
 from libs.delivery.pipeline import Recipient
 from libs.delivery.providers import Commit, FailoverChain, SendResult
 from libs.notification.message import Channel, NotificationMessage

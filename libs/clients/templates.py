@@ -11,29 +11,13 @@ import hashlib
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict
 
 from libs.clients.cache import VersionedCache
 from libs.clients.http import ServiceClient
+from libs.clients.models import Rendered
 from libs.notification.message import Channel
 
 TEMPLATE_CACHE = "template"
-
-
-class Rendered(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    code: str
-    version: int
-    language: str
-    type: Channel
-    subject: str | None = None
-    html: str | None = None
-    text: str | None = None
-    title: str | None = None
-    body: str | None = None
-    image: str | None = None
-    link: str | None = None
 
 
 def variables_digest(variables: dict[str, Any]) -> str:

@@ -9,40 +9,13 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict
-
 from libs.clients.cache import VersionedCache
 from libs.clients.errors import UpstreamNotFound
 from libs.clients.http import ServiceClient
+from libs.clients.models import Preferences, UserProfile
 
 USER_CACHE = "user"
 PREFERENCES_CACHE = "prefs"
-
-
-class Preferences(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    email: bool = True
-    push: bool = True
-
-
-class Device(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    id: str
-    token: str
-    platform: str | None = None
-
-
-class UserProfile(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    id: UUID
-    name: str
-    email: str
-    language: str | None = None
-    preferences: Preferences = Preferences()
-    push_tokens: list[Device] = []
 
 
 class UserDirectory:

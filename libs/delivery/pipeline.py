@@ -22,8 +22,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from libs.clients.errors import UpstreamError, UpstreamRejected
-from libs.clients.templates import Rendered
-from libs.clients.users import Preferences, UserProfile
+from libs.clients.models import Preferences, Rendered, UserProfile
 from libs.delivery.claims import Claim, ClaimState
 from libs.delivery.decision import (
     Busy,

@@ -19,8 +19,7 @@ from uuid import UUID
 
 from gateway.idempotency import IdempotencyRecord
 from libs.clients.errors import UpstreamNotFound
-from libs.clients.templates import Rendered
-from libs.clients.users import Device, Preferences, UserProfile
+from libs.clients.models import Device, Preferences, Rendered, UserProfile
 from libs.delivery.claims import Claim, ClaimState
 from libs.delivery.pipeline import Recipient
 from libs.delivery.providers import Commit, ProviderError, SendResult

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from libs.clients.templates import Rendered
+from libs.clients.models import Rendered
 from tests.template_service.conftest import TemplateApi
 from tests.template_service.factories import email_template, push_template, unique_code
 

@@ -10,7 +10,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from libs.clients.errors import UpstreamUnavailable
-from libs.clients.users import Preferences
+from libs.clients.models import Preferences
 from libs.delivery.pipeline import DeliveryPipeline
 from libs.delivery.providers import (
     PermanentProviderError,
