@@ -27,6 +27,7 @@ def create_app(settings: PushSettings | None = None) -> FastAPI:
             base_url=settings.fcm_base_url,
             tokens=AccessTokens(info),
             http=deps.http,
+            timeout=settings.fcm_timeout_seconds,
         )
         guarded = guard(
             provider,

@@ -19,5 +19,4 @@ class PushSettings(DeliverySettings):
     fcm_credentials_file: str | None = None
     fcm_credentials_json: str | None = Field(default=None, repr=False)
     fcm_timeout_seconds: float = 10.0
-    fcm_max_connections: int = 100
     fcm_rate_per_second: float = 0  # 0: no quota

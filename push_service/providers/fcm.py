@@ -103,12 +103,14 @@ class FcmProvider:
         base_url: str,
         tokens: AccessTokens,
         http: httpx.AsyncClient,
+        timeout: float = 10.0,
         name: str = "fcm",
     ) -> None:
         self.name = name
         self._url = f"{base_url.rstrip('/')}/v1/projects/{project_id}/messages:send"
         self._tokens = tokens
         self._http = http
+        self._timeout = timeout
 
     async def send(self, payload: dict[str, Any], commit: Commit | None = None) -> SendResult:
         """``commit`` is not used: an HTTP request has no point of no return we can mark."""
@@ -119,6 +121,7 @@ class FcmProvider:
                     self._url,
                     json={"message": payload},
                     headers={"Authorization": f"Bearer {token}"},
+                    timeout=self._timeout,
                 )
             except httpx.HTTPError as exc:
                 raise TransientProviderError(
