@@ -12,6 +12,13 @@ import asyncio
 import contextlib
 
 import structlog
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    RetryError,
+    retry_if_exception_type,
+    wait_exponential,
+)
 
 from dlq_service.failures import IncomingFailure
 from dlq_service.service import DlqService, StorageUnavailable
@@ -49,27 +56,34 @@ class StoreFailedMessage:
             headers=delivery.headers,
             priority=delivery.priority,
         )
-        backoff = self._first_backoff
-        while True:
-            try:
-                inserted = await self._dlq.store(incoming)
-            except Exception as exc:
-                # Never dead-letter from here: that would send the message back to failed.queue
-                # (this very queue) with its failure headers overwritten. Hold it and retry.
-                if not isinstance(exc, StorageUnavailable):
-                    log.exception("dlq.store_failed", message_id=delivery.message_id)
-                if self._stopping.is_set():
-                    # Give it back untouched; another instance (or this one, restarted) stores it.
-                    log.warning("dlq.store_abandoned_at_shutdown", message_id=delivery.message_id)
-                    return Requeue("not_stored_at_shutdown")
-                log.warning(
-                    "dlq.store_retry",
-                    message_id=delivery.message_id,
-                    error=repr(exc),
-                    retry_in=backoff,
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), backoff)
-                backoff = min(backoff * 2, self._max_backoff)
-                continue
-            return Ack("stored" if inserted else "duplicate")
+
+        # Never dead-letter from here: that would send the message back to failed.queue (this
+        # very queue) with its failure headers overwritten. Hold it and retry until stopping.
+        def log_retry(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome is not None else None
+            if not isinstance(error, StorageUnavailable):
+                log.error("dlq.store_failed", message_id=delivery.message_id, error=repr(error))
+            wait = state.next_action.sleep if state.next_action is not None else None
+            log.warning(
+                "dlq.store_retry", message_id=delivery.message_id, error=repr(error), retry_in=wait
+            )
+
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(Exception),
+                stop=lambda _: self._stopping.is_set(),
+                wait=wait_exponential(multiplier=self._first_backoff, max=self._max_backoff),
+                sleep=self._sleep_unless_stopping,
+                before_sleep=log_retry,
+            ):
+                with attempt:
+                    inserted = await self._dlq.store(incoming)
+        except RetryError:
+            # Give it back untouched; another instance (or this one, restarted) stores it.
+            log.warning("dlq.store_abandoned_at_shutdown", message_id=delivery.message_id)
+            return Requeue("not_stored_at_shutdown")
+        return Ack("stored" if inserted else "duplicate")
+
+    async def _sleep_unless_stopping(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)

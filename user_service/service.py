@@ -7,7 +7,6 @@ reader can never cache the pre-change row under the new version.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -17,6 +16,7 @@ from prometheus_client import Counter
 from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_incrementing
 
 from libs.clients.cache import VersionedCache
 from libs.clients.users import PREFERENCES_CACHE, USER_CACHE
@@ -108,20 +108,23 @@ class UserCacheInvalidator:
 
     async def invalidate(self, user_ids: Iterable[uuid.UUID]) -> None:
         for user_id in sorted(set(user_ids)):
-            for attempt in range(1, self._attempts + 1):
-                try:
-                    await self._cache.bump(USER_CACHE, str(user_id))
-                    await self._cache.bump(PREFERENCES_CACHE, str(user_id))
-                    break
-                except (RedisError, OSError) as exc:
-                    if attempt == self._attempts:
-                        log.error("user.cache_invalidation_failed", user_id=str(user_id))
-                        raise ServiceUnavailable(
-                            "The change was saved, but caches could not be invalidated; "
-                            "repeat the request.",
-                            code="cache_invalidation_failed",
-                        ) from exc
-                    await asyncio.sleep(0.05 * attempt)
+            try:
+                async for attempt in AsyncRetrying(
+                    stop=stop_after_attempt(self._attempts),
+                    wait=wait_incrementing(start=0.05, increment=0.05),
+                    retry=retry_if_exception_type((RedisError, OSError)),
+                    reraise=True,
+                ):
+                    with attempt:
+                        await self._cache.bump(USER_CACHE, str(user_id))
+                        await self._cache.bump(PREFERENCES_CACHE, str(user_id))
+            except (RedisError, OSError) as exc:
+                log.error("user.cache_invalidation_failed", user_id=str(user_id))
+                raise ServiceUnavailable(
+                    "The change was saved, but caches could not be invalidated; "
+                    "repeat the request.",
+                    code="cache_invalidation_failed",
+                ) from exc
 
 
 # ---------------------------------------------------------------------------------------------

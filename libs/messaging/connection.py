@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_fixed,
+)
 
 from libs.messaging.publisher import ConfirmedPublisher
 from libs.messaging.topology import Topology
@@ -21,19 +26,25 @@ async def connect(
 
     Once open, aio-pika reconnects by itself and restores channels, exchanges and consumers.
     """
-    for attempt in range(1, attempts + 1):
-        try:
+    async for attempt in AsyncRetrying(
+        stop=stop_after_attempt(attempts),
+        wait=wait_fixed(delay),
+        retry=retry_if_exception_type((TimeoutError, OSError, aio_pika.exceptions.AMQPError)),
+        before_sleep=_log_retry,
+        reraise=True,
+    ):
+        with attempt:
             return await aio_pika.connect_robust(
                 url,
                 client_properties={"connection_name": name},
                 reconnect_interval=1.0,
             )
-        except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
-            if attempt == attempts:
-                raise
-            log.warning("amqp.connect_retry", attempt=attempt, error=repr(exc))
-            await asyncio.sleep(delay)
-    raise AssertionError("unreachable")
+    raise AssertionError("unreachable: tenacity re-raises the last error")
+
+
+def _log_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome is not None else None
+    log.warning("amqp.connect_retry", attempt=state.attempt_number, error=repr(error))
 
 
 async def open_broker(
