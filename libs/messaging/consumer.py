@@ -102,7 +102,7 @@ class QueueConsumer(Generic[M]):
     async def start(self) -> None:
         self._amqp_channel = await self._connection.channel()
         await self._amqp_channel.set_qos(prefetch_count=self._prefetch)
-        # A (passive) declare registers the queue with the robust channel, which then consumes
+        # A (passive) declare registers the queue with the robust AMQP channel, which then consumes
         # again by itself after a reconnect; get_queue(ensure=False) would not be restored.
         queue = await self._amqp_channel.declare_queue(self._queue_name, passive=True)
         self._consumer_tag = await queue.consume(self._on_message)
@@ -111,7 +111,7 @@ class QueueConsumer(Generic[M]):
     async def stop(self, timeout: float = 30.0) -> None:
         """Stop taking messages, let in-flight ones finish (up to ``timeout``), close the channel.
 
-        Messages prefetched but not started are requeued by the broker when the channel closes.
+        Messages prefetched but not started are requeued by the broker when the AMQP channel closes.
         """
         self._stopping = True
         if self._amqp_channel is not None and not self._amqp_channel.is_closed:
@@ -292,7 +292,7 @@ class QueueConsumer(Generic[M]):
 
 
 async def _settle_quietly(settle: Awaitable[Any]) -> None:
-    """Ack/nack; if the channel died meanwhile, the broker redelivers the message: nothing lost."""
+    """Ack/nack; if the AMQP channel died meanwhile, the broker redelivers it: nothing lost."""
     try:
         await settle
     except (

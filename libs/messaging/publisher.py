@@ -2,7 +2,7 @@
 
 Every publish is mandatory (an unroutable message is an error, not a silent drop) and bounded by a
 timeout, so callers can answer 503 instead of hanging while the broker is away. Many publishes may
-be in flight on the one channel at once; each awaits its own confirm.
+be in flight on the one AMQP channel at once; each awaits its own confirm.
 """
 
 from __future__ import annotations
@@ -46,34 +46,34 @@ class ConfirmedPublisher:
     def __init__(self, connection: AbstractRobustConnection, *, confirm_timeout: float = 5.0):
         self._connection = connection
         self._timeout = confirm_timeout
-        self._channel: AbstractChannel | None = None
+        self._amqp_channel: AbstractChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
 
     async def open(self) -> None:
-        self._channel = await self._connection.channel(
+        self._amqp_channel = await self._connection.channel(
             publisher_confirms=True, on_return_raises=True
         )
 
     async def close(self) -> None:
-        if self._channel is not None and not self._channel.is_closed:
-            await self._channel.close()
+        if self._amqp_channel is not None and not self._amqp_channel.is_closed:
+            await self._amqp_channel.close()
 
     @property
     def ready(self) -> bool:
         return (
-            self._channel is not None
-            and not self._channel.is_closed
+            self._amqp_channel is not None
+            and not self._amqp_channel.is_closed
             and not self._connection.is_closed
             and self._connection.connected.is_set()
         )
 
     async def _exchange(self, name: str) -> AbstractExchange:
-        assert self._channel is not None, "publisher not opened"
+        assert self._amqp_channel is not None, "publisher not opened"
         if name == "":
-            return self._channel.default_exchange
+            return self._amqp_channel.default_exchange
         exchange = self._exchanges.get(name)
         if exchange is None:
-            exchange = await self._channel.get_exchange(name, ensure=False)
+            exchange = await self._amqp_channel.get_exchange(name, ensure=False)
             self._exchanges[name] = exchange
         return exchange
 
