@@ -43,7 +43,7 @@ from libs.http.errors import Conflict, NotFound, ServiceUnavailable
 from libs.messaging.publisher import PublishFailed
 from libs.messaging.topology import DIRECT_EXCHANGE, routing_key
 from libs.notification.message import Channel
-from libs.notification.status import Status, TransitionResult
+from libs.notification.status import UNDO_REPUBLISH_FROM, Status, TransitionResult
 
 log = structlog.get_logger(__name__)
 
@@ -380,7 +380,7 @@ class DlqService:
                 Status.FAILED,
                 event="republish_failed",
                 service=SERVICE_NAME,
-                allowed_from=(Status.PENDING,),
+                allowed_from=UNDO_REPUBLISH_FROM,
             )
         except (RedisError, OSError) as exc:
             log.warning("dlq.status_restore_failed", failed_id=str(row.id), error=repr(exc))
