@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 from redis.exceptions import RedisError
@@ -40,7 +40,7 @@ from dlq_service.models import (
 )
 from dlq_service.repository import FailedFilter
 from libs.http.errors import Conflict, NotFound, ServiceUnavailable
-from libs.messaging.publisher import PublishFailed
+from libs.messaging.publisher import Publisher, PublishFailed
 from libs.messaging.topology import DIRECT_EXCHANGE, routing_key
 from libs.notification.message import Channel
 from libs.notification.status import UNDO_REPUBLISH_FROM, Status, TransitionResult
@@ -65,20 +65,6 @@ class NotRepublishable(Conflict):
 
 class AlreadyDiscarded(Conflict):
     code = "already_discarded"
-
-
-class Publisher(Protocol):
-    async def publish(
-        self,
-        *,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        message_id: str,
-        correlation_id: str | None,
-        headers: Mapping[str, Any] | None,
-        priority: int,
-    ) -> None: ...
 
 
 class StatusTracker(Protocol):

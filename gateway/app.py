@@ -15,7 +15,7 @@ from gateway.idempotency import RedisIdempotencyStore
 from gateway.intake import NotificationIntake
 from gateway.state import GatewayState, gateway_state
 from libs.clients.cache import VersionedCache
-from libs.clients.http import ServiceClient, ServiceTokenProvider
+from libs.clients.http import own_services
 from libs.clients.templates import TemplateCatalog
 from libs.clients.users import UserDirectory
 from libs.http.app import create_app as create_service_app
@@ -49,19 +49,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             users = templates = None
             if settings.verify_references:
                 cache = VersionedCache(redis, keys)
-                tokens = ServiceTokenProvider(
-                    http,
-                    settings.user_service_url,
-                    settings.service_account_email,
-                    settings.service_account_password,
-                )
-                users = UserDirectory(
-                    ServiceClient("user_service", settings.user_service_url, http, tokens), cache
-                )
-                templates = TemplateCatalog(
-                    ServiceClient("template_service", settings.template_service_url, http, tokens),
-                    cache,
-                )
+                services = own_services(settings, http)
+                users = UserDirectory(services.user_service, cache)
+                templates = TemplateCatalog(services.template_service, cache)
             state = GatewayState(
                 settings=settings,
                 redis=redis,

@@ -19,10 +19,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 from uuid import UUID
 
 import orjson
@@ -35,7 +34,7 @@ from libs.http.auth import Principal
 from libs.http.errors import Conflict, ServiceUnavailable, Unprocessable
 from libs.logging import get_correlation_id
 from libs.messaging import headers as amqp_headers
-from libs.messaging.publisher import PublishFailed
+from libs.messaging.publisher import Publisher, PublishFailed
 from libs.messaging.topology import DIRECT_EXCHANGE, routing_key
 from libs.notification.message import Channel, NotificationMessage
 from libs.notification.status import NewNotification, Status, StatusStore
@@ -44,23 +43,6 @@ log = structlog.get_logger(__name__)
 
 NOTIFICATION_NAMESPACE = uuid.UUID("5d8c4a52-3f0e-4b5e-9a55-7c6b1f0e2a10")
 POLL_SECONDS = 0.02
-
-
-class Publisher(Protocol):
-    """``libs.messaging.publisher.ConfirmedPublisher``: returns once the broker confirmed."""
-
-    async def publish(
-        self,
-        *,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        message_id: str,
-        correlation_id: str | None = None,
-        headers: Mapping[str, Any] | None = None,
-        priority: int = 0,
-        expiration_ms: int | None = None,
-    ) -> None: ...
 
 
 class UserCheck(Protocol):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -11,6 +12,7 @@ import structlog
 
 from libs.clients.errors import UpstreamNotFound, UpstreamRejected, UpstreamUnavailable
 from libs.logging import correlation_headers
+from libs.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
 
@@ -106,3 +108,24 @@ class ServiceClient:
         if status in (401, 408, 429) or status >= 500:
             raise UpstreamUnavailable(self.name, f"{status} {message}", status)
         raise UpstreamRejected(self.name, message, status, code=body.get("error"))
+
+
+@dataclass(frozen=True)
+class OwnServices:
+    """Clients of user_service and template_service, sharing this service's one token."""
+
+    user_service: ServiceClient
+    template_service: ServiceClient
+
+
+def own_services(settings: ServiceSettings, http: httpx.AsyncClient) -> OwnServices:
+    tokens = ServiceTokenProvider(
+        http,
+        settings.user_service_url,
+        settings.service_account_email,
+        settings.service_account_password,
+    )
+    return OwnServices(
+        ServiceClient("user_service", settings.user_service_url, http, tokens),
+        ServiceClient("template_service", settings.template_service_url, http, tokens),
+    )

@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request
 from redis.asyncio import Redis
 
 from libs.clients.cache import VersionedCache
-from libs.clients.http import ServiceClient, ServiceTokenProvider
+from libs.clients.http import own_services
 from libs.clients.templates import RenderClient
 from libs.clients.users import UserDirectory
 from libs.delivery.breaker import BreakerConfig, CircuitBreaker
@@ -158,21 +158,16 @@ def create_delivery_app(
 
             keys = Keys(settings.redis_key_prefix)
             cache = VersionedCache(redis, keys)
-            tokens = ServiceTokenProvider(
-                http,
-                settings.user_service_url,
-                settings.service_account_email,
-                settings.service_account_password,
-            )
+            services = own_services(settings, http)
             users = UserDirectory(
-                ServiceClient("user_service", settings.user_service_url, http, tokens),
+                services.user_service,
                 cache,
                 user_ttl=settings.user_cache_seconds,
                 preferences_ttl=settings.preferences_cache_seconds,
                 stale_ttl=settings.stale_cache_seconds,
             )
             renderer = RenderClient(
-                ServiceClient("template_service", settings.template_service_url, http, tokens),
+                services.template_service,
                 cache,
                 render_ttl=settings.render_cache_seconds,
                 stale_ttl=settings.stale_cache_seconds,

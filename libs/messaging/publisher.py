@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import aio_pika
 import aiormq
@@ -32,6 +32,25 @@ _BROKER_HEADERS = (
     "x-last-death-reason",
     "x-delivery-count",
 )
+
+
+class Publisher(Protocol):
+    """What code that publishes needs (:class:`ConfirmedPublisher`; in-memory in the fast tier)."""
+
+    async def publish(
+        self,
+        *,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        message_id: str,
+        correlation_id: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        priority: int = 0,
+        expiration_ms: int | None = None,
+    ) -> None:
+        """Return once the broker confirmed the persistent message; raise PublishFailed."""
+        ...
 
 
 class PublishFailed(Exception):
