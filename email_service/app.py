@@ -32,6 +32,7 @@ def build_providers(
                     s.smtp_start_tls,
                     s.smtp_timeout_seconds,
                     s.smtp_pool_size,
+                    s.smtp_data_timeout_seconds,
                 )
             )
             rate = s.smtp_rate_per_second
@@ -51,6 +52,7 @@ def build_providers(
                     s.smtp_backup_start_tls,
                     s.smtp_timeout_seconds,
                     s.smtp_pool_size,
+                    s.smtp_data_timeout_seconds,
                 )
             )
             rate = s.smtp_backup_rate_per_second

@@ -27,6 +27,9 @@ class EmailSettings(DeliverySettings):
     smtp_use_tls: bool = False
     smtp_start_tls: bool = False
     smtp_timeout_seconds: float = 10.0
+    # How long a relay may take to answer the end of data (RFC 5321: 10 minutes). No answer in
+    # time is an unknown outcome: the notification is "unconfirmed" and never sent again.
+    smtp_data_timeout_seconds: float = 600.0
     smtp_pool_size: int = 10
     smtp_rate_per_second: float = 0  # 0: no quota
 

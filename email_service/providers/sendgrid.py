@@ -17,6 +17,7 @@ import httpx
 from email_service.providers import OutgoingEmail
 from libs.delivery.providers import (
     Commit,
+    OutcomeUnknown,
     PermanentProviderError,
     SendResult,
     TransientProviderError,
@@ -79,6 +80,9 @@ class SendGridProvider:
             response = await self._http.post(
                 self._url, json=sendgrid_body(payload), headers=self._headers, timeout=self._timeout
             )
+        except httpx.ReadTimeout as exc:
+            # the request went out and no answer came: SendGrid may have queued the mail
+            raise OutcomeUnknown(self.name, f"no response in time: {exc!r}") from exc
         except httpx.HTTPError as exc:
             raise TransientProviderError(
                 self.name, f"{type(exc).__name__}: {exc}", code="connection_error"

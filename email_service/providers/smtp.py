@@ -7,7 +7,9 @@ discarded, never returned to the pool; an idle one is checked with NOOP before r
 Classification: 5xx replies for a recipient or the message are permanent; 4xx replies, timeouts
 and connection errors are transient. Only connection errors, timeouts and replies outside a
 recipient (421 service not available, ...) count against the relay's circuit breaker: a deferred
-recipient means the relay is working.
+recipient means the relay is working. Once the end-of-data line is in the kernel, no reply in time
+(``SMTP_DATA_TIMEOUT_SECONDS``) or a broken connection is neither: the relay may have the message,
+so it is an unknown outcome (``OutcomeUnknown``), never resent and never failed over.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import structlog
 from email_service.providers import OutgoingEmail
 from libs.delivery.providers import (
     Commit,
+    OutcomeUnknown,
     PermanentProviderError,
     SendResult,
     TransientProviderError,
@@ -49,6 +52,8 @@ class SmtpConfig:
     start_tls: bool = False
     timeout: float = 10.0
     pool_size: int = 10
+    data_timeout: float = 600.0
+    """How long the relay may take to answer the end of data (RFC 5321 4.5.3.2.6: 10 minutes)."""
 
 
 @dataclass
@@ -110,7 +115,14 @@ class SmtpProvider:
                     commit,
                     self.name,
                     self._config.timeout,
+                    self._config.data_timeout,
                 )
+            except _PastPointOfNoReturn as exc:
+                conn = _discard(conn)
+                raise OutcomeUnknown(
+                    self.name,
+                    f"no reply after the end of data ({exc}); the relay may have accepted it",
+                ) from exc
             except aiosmtplib.SMTPRecipientRefused as exc:
                 conn = _discard(conn)
                 detail = f"{exc.code} {exc.message}"
@@ -162,6 +174,11 @@ class SmtpProvider:
                 _close_quietly(conn)
 
 
+class _PastPointOfNoReturn(Exception):
+    """The end-of-data line reached the kernel and then the reply did not come (or the connection
+    broke): the relay may have accepted the message. Raised with the underlying error as cause."""
+
+
 async def _transaction(
     client: aiosmtplib.SMTP,
     sender: str,
@@ -170,6 +187,7 @@ async def _transaction(
     commit: Commit | None,
     provider: str,
     timeout: float,
+    data_timeout: float,
 ) -> None:
     """MAIL, RCPT, DATA, and the end-of-data line (the relay's point of no return) with the
     ``committing`` mark written next to it (see libs/delivery/claims.py for why and what it buys).
@@ -180,6 +198,13 @@ async def _transaction(
     delivers the queued line when it closes the socket, so the message is sent again on redelivery
     (a duplicate, never a loss). Killed after the mark: both arrive, and the claim says sent.
     Without TCP_CORK (not Linux) the same order holds, with a slightly wider duplicate window.
+
+    The relay's reply is awaited *before* the end-of-data line is written: the kernel holds a
+    corked line for at most 200 ms, so a slow mark lets the line go and the relay answer while we
+    are still writing the mark, and aiosmtplib drops a reply that arrives with no read pending
+    (that lost 250 used to become a read timeout, a failover and a second mail). After the line is
+    in the kernel, a timeout (``data_timeout``: RFC 5321 gives the relay 10 minutes) or a broken
+    connection is an unknown outcome, raised as :class:`_PastPointOfNoReturn`.
     """
     await client.mail(sender)
     await client.rcpt(recipient)
@@ -191,26 +216,35 @@ async def _transaction(
     if protocol is None or transport is None:
         raise aiosmtplib.SMTPServerDisconnected("Connection lost")
     protocol.write(data)
-    if commit is not None:
-        await commit.prepare()  # may wait (a Redis connection): do it before the critical part
-    await _in_kernel(transport, timeout)
-    sock = transport.get_extra_info("socket")
-    corked = _set_cork(sock, True)
     try:
-        protocol.write(b".\r\n")
         if commit is not None:
-            await _in_kernel(transport, timeout)
-            await commit.write(provider)
-    finally:
-        if corked:
-            _set_cork(sock, False)
-    try:
-        reply = await protocol.read_response(timeout=timeout)
+            await commit.prepare()  # may wait (a Redis connection): before the critical part
+        await _in_kernel(transport, timeout)
+        reply = asyncio.ensure_future(protocol.read_response(timeout=data_timeout))
+        await asyncio.sleep(0)  # the read is armed: from here on the relay's reply is kept
+        try:
+            sock = transport.get_extra_info("socket")
+            corked = _set_cork(sock, True)
+            try:
+                protocol.write(b".\r\n")
+                if commit is not None:
+                    await _in_kernel(transport, timeout)
+                    await commit.write(provider)
+            finally:
+                if corked:
+                    _set_cork(sock, False)
+        except BaseException:
+            reply.cancel()
+            raise
+        try:
+            response = await reply
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+            raise _PastPointOfNoReturn(f"{type(exc).__name__}: {exc}") from exc
     finally:
         if commit is not None:
-            await commit.settle()
-    if reply.code != 250:
-        raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+            await commit.settle()  # reads the mark's reply, or gives its connection back
+    if response.code != 250:
+        raise aiosmtplib.SMTPDataError(response.code, response.message)
 
 
 async def _in_kernel(transport: asyncio.BaseTransport, timeout: float) -> None:

@@ -41,6 +41,7 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from libs.storage.redis import Keys, lua_script
 
@@ -65,6 +66,8 @@ class Claim:
     provider: str | None = None
     assumed: bool = False
     """Sent, as far as anyone can tell: the holder died after the point of no return."""
+    unknown: bool = False
+    """The provider may or may not have it: no answer came after the point of no return."""
     committing: str | None = None
     """The ``committing`` value written for this claim, if any."""
 
@@ -110,6 +113,7 @@ class SendClaims:
                 ClaimState.SENT,
                 provider=parts[1] or None,
                 assumed=parts[-1] == "assumed",
+                unknown=parts[-1] == "unknown",
             )
         return Claim(key, token, ClaimState.BUSY)
 
@@ -117,8 +121,27 @@ class SendClaims:
         return CommitMark(self._commit_redis, claim, self.instance_id, self._lease_ms)
 
     async def mark_sent(self, claim: Claim, provider: str) -> None:
+        """Record that the provider accepted. Retried until Redis takes it: the mail is out, and
+        a claim left ``sending`` would let a redelivery send it again once its lease ran out."""
         # the time is kept for forensics: how long after the provider's answer the mark landed
-        await self._redis.set(claim.key, f"sent:{provider}:{time.time():.6f}", ex=self._sent_ttl)
+        await self._set_until_stored(claim, f"sent:{provider}:{time.time():.6f}")
+
+    async def mark_unknown(self, claim: Claim, provider: str) -> None:
+        """The outcome is unknown after the point of no return: never send this one again."""
+        await self._set_until_stored(claim, f"sent:{provider}:unknown")
+
+    async def _set_until_stored(self, claim: Claim, value: str) -> None:
+        def log_retry(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome is not None else None
+            log.warning("claims.mark_retry", key=claim.key, value=value, error=repr(error))
+
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type((RedisError, OSError)),
+            wait=wait_exponential(multiplier=0.1, max=5.0),
+            before_sleep=log_retry,
+        ):
+            with attempt:
+                await self._redis.set(claim.key, value, ex=self._sent_ttl)
 
     async def release(self, claim: Claim) -> None:
         """Give the claim up after a failed send, so a retry may claim it again."""
@@ -140,22 +163,41 @@ class CommitMark:
     redis-py writes through ``asyncio.wait_for`` in another task, a loop turn later.
     """
 
-    def __init__(self, redis: Redis, claim: Claim, instance_id: str, lease_ms: int) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        claim: Claim,
+        instance_id: str,
+        lease_ms: int,
+        timeout: float = SETTLE_TIMEOUT,
+    ) -> None:
         self._pool = redis.connection_pool
         self._claim = claim
         self._instance = instance_id
         self._lease_ms = lease_ms
+        self._timeout = timeout
         self._connection: Any = None
 
     async def prepare(self) -> None:
-        if self._connection is None:
-            try:
-                self._connection = await asyncio.wait_for(
-                    self._pool.get_connection(),  # type: ignore[no-untyped-call]
-                    SETTLE_TIMEOUT,
-                )
-            except (RedisError, OSError, TimeoutError) as exc:
-                log.warning("claims.commit_mark_unavailable", key=self._claim.key, error=repr(exc))
+        """Take a connection of our own, connected, within the timeout. Whatever happens, a
+        connection taken from the pool is either kept for :meth:`settle` or given back."""
+        if self._connection is not None:
+            return
+        try:
+            connection = self._pool.get_available_connection()  # type: ignore[no-untyped-call]
+        except (RedisError, OSError) as exc:
+            log.warning("claims.commit_mark_unavailable", key=self._claim.key, error=repr(exc))
+            return
+        try:
+            await asyncio.wait_for(self._pool.ensure_connection(connection), self._timeout)
+        except BaseException as exc:
+            await connection.disconnect()
+            await self._pool.release(connection)
+            if not isinstance(exc, RedisError | OSError | TimeoutError):
+                raise
+            log.warning("claims.commit_mark_unavailable", key=self._claim.key, error=repr(exc))
+            return
+        self._connection = connection
 
     async def write(self, provider: str) -> None:
         """Best effort: if Redis cannot take the mark, the send goes on without it (a crash
@@ -182,7 +224,7 @@ class CommitMark:
             return
         try:
             if self._claim.committing is not None:
-                await asyncio.wait_for(connection.read_response(), SETTLE_TIMEOUT)
+                await asyncio.wait_for(connection.read_response(), self._timeout)
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("claims.commit_mark_unconfirmed", key=self._claim.key, error=repr(exc))
             await connection.disconnect()

@@ -14,8 +14,10 @@ The rules, in order:
    in their claims, so the retry sends only to the others (partial success is never resent).
 3. **Unavailable**: no provider was called (every breaker open, every quota used up). Wait without
    spending an attempt, for the shortest time any provider named.
-4. **Sent** to at least one recipient (the others refused for good): delivered.
-5. Otherwise every recipient was refused permanently: dead-letter with the first error.
+4. **Sent** to at least one recipient (the others refused for good, or unknown): delivered.
+5. **Unknown**: a provider passed its point of no return and never answered, for every recipient
+   not refused: unconfirmed. Acked, never sent again (the first send may have arrived).
+6. Otherwise every recipient was refused permanently: dead-letter with the first error.
 
 :func:`decide_after_error` covers what can go wrong before any provider is called: our own user
 or template service says the user or template does not exist (dead-letter: permanent), refuses
@@ -32,7 +34,12 @@ from enum import StrEnum
 from redis.exceptions import RedisError
 
 from libs.clients.errors import UpstreamError, UpstreamNotFound, UpstreamRejected
-from libs.delivery.providers import ProviderError, ProviderUnavailable, SendResult
+from libs.delivery.providers import (
+    OutcomeUnknown,
+    ProviderError,
+    ProviderUnavailable,
+    SendResult,
+)
 from libs.messaging.outcomes import PERMANENT_ERROR, Ack, DeadLetter, Decision, Retry
 
 
@@ -53,6 +60,7 @@ class Verdict(StrEnum):
     ATTEMPT_FAILED = "attempt_failed"
     WAITING_FOR_PROVIDER = "waiting_for_provider"
     DELIVERED = "delivered"
+    UNCONFIRMED = "unconfirmed"
     REFUSED = "refused"
     WAITING_FOR_DEPENDENCY = "waiting_for_dependency"
     NOT_FOUND = "not_found"
@@ -68,6 +76,7 @@ class Outcome:
     error: str | None = None
     recipients_sent: int = 0
     recipients_refused: int = 0
+    recipients_unknown: int = 0
 
 
 def decide_after_sends(outcomes: Sequence[SendOutcome]) -> Outcome:
@@ -75,7 +84,8 @@ def decide_after_sends(outcomes: Sequence[SendOutcome]) -> Outcome:
     if not outcomes:
         raise ValueError("a notification without recipients is skipped before sending")
     sent = [o for o in outcomes if isinstance(o, SendResult)]
-    errors = [o for o in outcomes if isinstance(o, ProviderError)]
+    unknown = [o for o in outcomes if isinstance(o, OutcomeUnknown)]
+    errors = [o for o in outcomes if isinstance(o, ProviderError) and o not in unknown]
     transient = [e for e in errors if e.transient]
     attempted = [e for e in transient if not isinstance(e, ProviderUnavailable)]
     busy = [o for o in outcomes if isinstance(o, Busy)]
@@ -117,6 +127,17 @@ def decide_after_sends(outcomes: Sequence[SendOutcome]) -> Outcome:
             provider=",".join(sorted({s.provider for s in sent})),
             recipients_sent=len(sent),
             recipients_refused=len(errors),
+            recipients_unknown=len(unknown),
+        )
+    if unknown:
+        first_unknown = unknown[0]
+        return Outcome(
+            Verdict.UNCONFIRMED,
+            Ack("unconfirmed"),
+            provider=first_unknown.provider,
+            error=str(first_unknown),
+            recipients_refused=len(errors),
+            recipients_unknown=len(unknown),
         )
     first = errors[0]
     return Outcome(

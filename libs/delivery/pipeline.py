@@ -31,7 +31,13 @@ from libs.delivery.decision import (
     decide_after_error,
     decide_after_sends,
 )
-from libs.delivery.providers import Commit, ProviderError, RecipientGone, SendResult
+from libs.delivery.providers import (
+    Commit,
+    OutcomeUnknown,
+    ProviderError,
+    RecipientGone,
+    SendResult,
+)
 from libs.messaging.outcomes import Ack, DeadLetter, Decision, Delivery
 from libs.metrics import NOTIFICATIONS
 from libs.notification.message import Channel, NotificationMessage
@@ -92,6 +98,8 @@ class Claims(Protocol):
     def commit_mark(self, claim: Claim) -> Commit: ...
 
     async def mark_sent(self, claim: Claim, provider: str) -> None: ...
+
+    async def mark_unknown(self, claim: Claim, provider: str) -> None: ...
 
     async def release(self, claim: Claim) -> None: ...
 
@@ -261,9 +269,20 @@ class DeliveryPipeline:
                 details={
                     "recipients": after.recipients_sent,
                     "refused": after.recipients_refused or None,
+                    "unknown": after.recipients_unknown or None,
                 },
             )
             NOTIFICATIONS.labels(self._channel.value, "delivered").inc()
+        elif after.verdict is Verdict.UNCONFIRMED:
+            await self._finish(
+                nid,
+                Status.UNCONFIRMED,
+                after.verdict.value,
+                provider=after.provider,
+                error=after.error,
+                details={"unknown": after.recipients_unknown},
+            )
+            NOTIFICATIONS.labels(self._channel.value, "unconfirmed").inc()
         return after.decision
 
     async def _send_one(
@@ -281,21 +300,33 @@ class DeliveryPipeline:
                 notification_id=nid,
                 recipient=recipient.key,
                 assumed=claim.assumed,
+                unknown=claim.unknown,
             )
+            if claim.unknown:
+                return OutcomeUnknown(
+                    claim.provider or "unknown", "an earlier attempt's outcome is unknown"
+                )
             return SendResult(provider=claim.provider or "unknown")
         if claim.state is ClaimState.BUSY:
             return Busy(recipient.key)
         commit = self._claims.commit_mark(claim)
         try:
             result = await self._adapter.send(message, user, rendered, recipient, commit)
+        except OutcomeUnknown as exc:
+            # past the point of no return with no answer: keep the claim, never send again
+            await self._claims.mark_unknown(claim, exc.provider)
+            log.warning("delivery.outcome_unknown", notification_id=nid, error=str(exc))
+            return exc
         except ProviderError as exc:
             await self._claims.release(claim)
             if isinstance(exc, RecipientGone):
                 await self._prune(user, recipient, exc)
             return exc
         except BaseException:
-            await self._claims.release(claim)
+            if claim.committing is None:  # a committing claim may have reached the relay
+                await self._claims.release(claim)
             raise
+        # The provider accepted: from here on nothing may turn this into a failure to retry.
         await self._claims.mark_sent(claim, result.provider)
         return result
 

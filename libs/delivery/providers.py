@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 import structlog
+from redis.exceptions import RedisError
 
-from libs.delivery.breaker import CircuitBreaker
+from libs.delivery.breaker import CircuitBreaker, Permit
 from libs.metrics import PROVIDER_SENDS
 from libs.storage.ratelimit import TokenBucket
 
@@ -54,6 +55,16 @@ class PermanentProviderError(ProviderError):
 
 class RecipientGone(PermanentProviderError):
     """The address or device no longer exists (FCM UNREGISTERED): prune it."""
+
+
+class OutcomeUnknown(ProviderError):
+    """The request passed its point of no return and no answer came (a timeout or a broken
+    connection after the SMTP end-of-data line; an HTTP request sent and no response): the
+    provider may have accepted the message. It is recorded as unconfirmed and never sent again,
+    here or through another provider, because a resend would be a duplicate whenever the first
+    one did arrive."""
+
+    transient = False
 
 
 @dataclass(frozen=True)
@@ -153,16 +164,20 @@ class FailoverChain(Generic[P_contra]):
                 result = await guarded.provider.send(payload, commit)
             except TransientProviderError as exc:
                 PROVIDER_SENDS.labels(guarded.name, "transient_error").inc()
-                await guarded.breaker.record(permit, success=not exc.provider_fault)
+                await _record(guarded, permit, success=not exc.provider_fault)
                 log.warning("provider.failed_over", provider=guarded.name, error=str(exc))
                 errors.append(exc)
                 continue
+            except OutcomeUnknown:
+                PROVIDER_SENDS.labels(guarded.name, "unknown").inc()
+                await _record(guarded, permit, success=False)  # it did not answer in time
+                raise  # no failover: the message may already be on its way
             except PermanentProviderError:
                 PROVIDER_SENDS.labels(guarded.name, "permanent_error").inc()
-                await guarded.breaker.record(permit, success=True)  # the provider is healthy
+                await _record(guarded, permit, success=True)  # the provider is healthy
                 raise
             PROVIDER_SENDS.labels(guarded.name, "sent").inc()
-            await guarded.breaker.record(permit, success=True)
+            await _record(guarded, permit, success=True)
             return result
         called = [e for e in errors if not isinstance(e, ProviderUnavailable)]
         if called:
@@ -189,3 +204,12 @@ class FailoverChain(Generic[P_contra]):
     async def close(self) -> None:
         for guarded in self.providers:
             await guarded.provider.close()
+
+
+async def _record(guarded: GuardedProvider[Any], permit: Permit, *, success: bool) -> None:
+    """Report an outcome to the provider's breaker. Best effort: the send's own outcome stands
+    whatever Redis does (a mail the relay accepted must never turn into an error to retry)."""
+    try:
+        await guarded.breaker.record(permit, success=success)
+    except (RedisError, OSError) as exc:
+        log.warning("breaker.record_failed", provider=guarded.name, error=repr(exc))

@@ -25,9 +25,12 @@ class Status(StrEnum):
     DELIVERED = "delivered"
     FAILED = "failed"
     SKIPPED = "skipped"
+    UNCONFIRMED = "unconfirmed"
+    """Sent past the provider's point of no return, and no answer came: it may have arrived.
+    Never sent again; a provider receipt may still settle it as delivered or failed."""
 
 
-TERMINAL_STATUSES = frozenset({Status.DELIVERED, Status.FAILED, Status.SKIPPED})
+TERMINAL_STATUSES = frozenset({Status.DELIVERED, Status.FAILED, Status.SKIPPED, Status.UNCONFIRMED})
 
 
 ALLOWED_FROM: dict[Status, frozenset[Status]] = {
@@ -37,11 +40,15 @@ ALLOWED_FROM: dict[Status, frozenset[Status]] = {
     Status.DELIVERED: frozenset({Status.PENDING, Status.PROCESSING}),
     Status.SKIPPED: frozenset({Status.PENDING, Status.PROCESSING}),
     Status.FAILED: frozenset({Status.PENDING, Status.PROCESSING}),
+    Status.UNCONFIRMED: frozenset({Status.PENDING, Status.PROCESSING}),
 }
 """Edges the delivery pipeline (and a republish, ``failed -> pending``) may take."""
 
 BOUNCE_FROM = frozenset({Status.DELIVERED})
 """A provider's receipt may also say ``failed`` after ``delivered``: a bounce."""
+
+SETTLED_BY_RECEIPT = frozenset({Status.UNCONFIRMED})
+"""An unconfirmed notification is settled (delivered or failed) by the provider's receipt."""
 
 UNDO_REPUBLISH_FROM = frozenset({Status.PENDING})
 """A republish whose publish was not confirmed puts ``pending`` back to ``failed``."""
@@ -53,6 +60,8 @@ FINISHED_STATUSES = TERMINAL_STATUSES
 def receipt_allowed_from(to: Status) -> frozenset[Status]:
     """Edges a receipt (delivery report, bounce) may take to reach ``to``."""
     edges = ALLOWED_FROM[to]
+    if to in (Status.DELIVERED, Status.FAILED):
+        edges = edges | SETTLED_BY_RECEIPT
     return edges | BOUNCE_FROM if to is Status.FAILED else edges
 
 

@@ -28,6 +28,7 @@ from google.oauth2 import service_account
 
 from libs.delivery.providers import (
     Commit,
+    OutcomeUnknown,
     PermanentProviderError,
     RecipientGone,
     SendResult,
@@ -123,6 +124,9 @@ class FcmProvider:
                     headers={"Authorization": f"Bearer {token}"},
                     timeout=self._timeout,
                 )
+            except httpx.ReadTimeout as exc:
+                # the request went out and no answer came: FCM may have delivered it
+                raise OutcomeUnknown(self.name, f"no response in time: {exc!r}") from exc
             except httpx.HTTPError as exc:
                 raise TransientProviderError(
                     self.name, f"{type(exc).__name__}: {exc}", code="connection_error"

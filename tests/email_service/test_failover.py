@@ -8,6 +8,7 @@ import uuid
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
 from devtools.sendgrid_stub import SendGridStubState, create_sendgrid_stub
 from devtools.smtp_sink import SmtpSink
@@ -18,11 +19,13 @@ from libs.delivery.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from libs.delivery.providers import (
     FailoverChain,
     GuardedProvider,
+    OutcomeUnknown,
     PermanentProviderError,
     ProviderUnavailable,
     TransientProviderError,
 )
 from libs.storage.ratelimit import TokenBucket
+from tests.support.proxy import TcpProxy
 from tests.support.servers import live_server
 
 BREAKER = BreakerConfig(failure_threshold=2, window_seconds=30, open_seconds=30)
@@ -56,8 +59,14 @@ async def sendgrid():
 
 @pytest.fixture
 def chain(redis, keys, sink, sendgrid):
-    def build(smtp_rate: float = 0, max_rate_wait: float = 1.0, breaker=BREAKER):
-        smtp = SmtpProvider(SmtpConfig("smtp", sink.host, sink.port, timeout=2, pool_size=4))
+    def build(
+        smtp_rate: float = 0, max_rate_wait: float = 1.0, breaker=BREAKER, data_timeout=600.0
+    ):
+        smtp = SmtpProvider(
+            SmtpConfig(
+                "smtp", sink.host, sink.port, timeout=2, pool_size=4, data_timeout=data_timeout
+            )
+        )
         limiter = None
         if smtp_rate:
             limiter = TokenBucket(
@@ -213,3 +222,44 @@ async def test_deferred_recipients_do_not_open_the_breaker(chain, sink, sendgrid
         assert (await providers.send(email(i))).provider == "sendgrid"
     smtp_breaker = CircuitBreaker(redis, keys.breaker("smtp"), "smtp", BREAKER)
     assert await smtp_breaker.state() is BreakerState.CLOSED
+
+
+async def test_no_reply_after_the_end_of_data_does_not_fail_over(chain, sink, sendgrid):
+    """The relay took the mail and answers late: the outcome is unknown, so nobody sends again."""
+    sink.handler.delay_data = 1.5
+    with pytest.raises(OutcomeUnknown):
+        await chain(data_timeout=0.3).send(email(7))
+    assert len(await sink.wait_for(1)) == 1
+    assert sendgrid[0].messages == []  # no failover
+
+
+async def test_a_breaker_redis_cannot_record_does_not_turn_a_sent_mail_into_an_error(sink, keys):
+    """The relay accepted; recording the success in the breaker fails (Redis cut at the point of
+    no return): the send still succeeded, and nothing is sent twice."""
+    proxy = await TcpProxy("127.0.0.1", 6379).start()
+    cut_redis = Redis.from_url(f"redis://127.0.0.1:{proxy.port}/0", socket_timeout=1)
+    smtp = SmtpProvider(SmtpConfig("smtp", sink.host, sink.port, timeout=2))
+    providers = FailoverChain(
+        [GuardedProvider(smtp, CircuitBreaker(cut_redis, keys.breaker("smtp"), "smtp", BREAKER))]
+    )
+    breaker = providers.providers[0].breaker
+    await breaker.record(await breaker.allow(), success=False)  # a success must now reset it
+
+    class CutRedisAtTheEnd:
+        async def prepare(self) -> None:
+            return None
+
+        async def write(self, provider: str) -> None:
+            await proxy.cut()
+
+        async def settle(self) -> None:
+            return None
+
+    try:
+        result = await providers.send(email(8), CutRedisAtTheEnd())
+        assert result.provider == "smtp"
+        assert len(await sink.wait_for(1)) == 1
+    finally:
+        await cut_redis.aclose()
+        await proxy.close()
+        await smtp.close()

@@ -10,7 +10,7 @@ import pytest
 from devtools.smtp_sink import SmtpSink
 from email_service.providers import OutgoingEmail
 from email_service.providers.smtp import SmtpConfig, SmtpProvider
-from libs.delivery.providers import PermanentProviderError, TransientProviderError
+from libs.delivery.providers import OutcomeUnknown, PermanentProviderError, TransientProviderError
 
 
 def mail(n: int = 0) -> OutgoingEmail:
@@ -153,3 +153,81 @@ async def test_a_commit_mark_redis_cannot_take_does_not_stop_or_spoil_the_send(
     received = await sink.wait_for(2)
     assert [m.subject for m in received] == ["Hello 1", "Hello 2"]
     await unreachable.aclose()
+
+
+class SlowCommit(RecordingCommit):
+    """A commit mark that takes longer than TCP_CORK's 200 ms ceiling (a slow Redis): the kernel
+    sends the corked end-of-data line anyway and the relay answers while the mark is written."""
+
+    async def write(self, provider: str) -> None:
+        await asyncio.sleep(0.6)
+        self.mails_at_write = len(self.sink.handler.mails)
+        self.provider = provider
+
+
+async def test_the_relays_reply_is_kept_when_it_arrives_while_the_mark_is_written(sink, provider):
+    commit = SlowCommit(sink)
+    result = await provider.send(mail(), commit)
+    assert result.provider == "smtp"
+    assert commit.mails_at_write == 1  # the relay took it during the slow mark, as a relay may
+    assert len(await sink.wait_for(1)) == 1
+
+
+async def test_no_reply_after_the_end_of_data_is_an_unknown_outcome(sink):
+    provider = SmtpProvider(
+        SmtpConfig(name="smtp", host=sink.host, port=sink.port, timeout=3, data_timeout=0.3)
+    )
+    sink.handler.delay_data = 1.0  # the relay has the mail and answers after our timeout
+    commit = RecordingCommit(sink)
+    with pytest.raises(OutcomeUnknown) as error:
+        await provider.send(mail(), commit)
+    assert "may have accepted" in str(error.value)
+    assert commit.settled
+    assert len(await sink.wait_for(1)) == 1
+    sink.handler.delay_data = 0
+    await provider.send(mail(2))  # the dubious connection was dropped, a fresh one works
+    assert len(await sink.wait_for(2)) == 2
+    await provider.close()
+
+
+async def _relay_that_stops_reading_after_354(reader, writer):
+    """Just enough SMTP to reach DATA, then the relay stops reading (a stuck relay)."""
+    writer.write(b"220 relay ready\r\n")
+    while line := await reader.readline():
+        verb = line[:4].upper()
+        if verb in (b"EHLO", b"HELO"):
+            writer.write(b"250 relay\r\n")
+        elif verb == b"DATA":
+            writer.write(b"354 go ahead\r\n")
+            await writer.drain()
+            await asyncio.sleep(30)
+            return
+        else:
+            writer.write(b"250 ok\r\n")
+        await writer.drain()
+
+
+async def test_a_send_that_fails_after_taking_a_commit_connection_gives_it_back(redis, keys):
+    """The mark's connection is taken, then the body never drains to the relay (a timeout before
+    the end-of-data line): the connection goes back to the pool all the same."""
+    from redis.asyncio import Redis
+
+    from libs.delivery.claims import SendClaims
+
+    server = await asyncio.start_server(_relay_that_stops_reading_after_354, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    marks = Redis.from_url("redis://127.0.0.1:6379/0", max_connections=1)
+    provider = SmtpProvider(SmtpConfig(name="smtp", host="127.0.0.1", port=port, timeout=0.5))
+    claims = SendClaims(redis, keys, "sender", commit_redis=marks)
+    big = OutgoingEmail(
+        **{**mail().__dict__, "text": "x" * 32_000_000}
+    )  # more than the socket buffers
+    try:
+        claim = await claims.acquire("email", str(uuid.uuid4()), "email")
+        with pytest.raises(TransientProviderError):
+            await provider.send(big, claims.commit_mark(claim))
+        assert len(marks.connection_pool._in_use_connections) == 0
+    finally:
+        server.close()
+        await provider.close()
+        await marks.aclose()

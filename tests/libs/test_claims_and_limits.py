@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 
-from libs.delivery.claims import ClaimState, InstanceHeartbeat, SendClaims
+from redis.asyncio import Redis
+
+from libs.delivery.claims import ClaimState, CommitMark, InstanceHeartbeat, SendClaims
 from libs.storage.ratelimit import TokenBucket
+from tests.support.proxy import TcpProxy
 
 
 async def test_claim_is_exclusive_then_sent_suppresses_repeats(redis, keys):
@@ -104,3 +108,62 @@ async def test_committing_claim_of_a_live_holder_is_busy_and_release_clears_it(r
     await holder.release(claim)  # the relay refused after end-of-data: give the claim up
     assert (await other.acquire("email", nid, "email")).state is ClaimState.ACQUIRED
     await beat.stop()
+
+
+class Blackhole:
+    """A TCP server that accepts connections and never says a word (a Redis that hangs)."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> Blackhole:
+        async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while await reader.read(4096):
+                    pass
+
+        self.server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+async def test_a_commit_mark_that_times_out_gives_its_connection_back(redis, keys):
+    async with Blackhole() as hole:
+        hanging = Redis.from_url(f"redis://127.0.0.1:{hole.port}/0", max_connections=2)
+        claims = SendClaims(redis, keys, "marker", commit_redis=hanging)
+        for _ in range(5):  # more than the pool holds: a leak would run it dry
+            claim = await claims.acquire("email", str(uuid.uuid4()), "email")
+            mark = CommitMark(hanging, claim, "marker", 60_000, timeout=0.2)
+            started = time.monotonic()
+            await mark.write("smtp")  # prepare times out; the send would go on without a mark
+            await mark.settle()
+            assert time.monotonic() - started < 2
+            assert claim.committing is None
+        pool = hanging.connection_pool
+        assert len(pool._in_use_connections) == 0  # redis-py's own count of checked-out ones
+        await hanging.aclose()
+
+
+async def test_marking_sent_waits_out_a_redis_outage_instead_of_giving_up(keys):
+    proxy = await TcpProxy("127.0.0.1", 6379).start()
+    flaky = Redis.from_url(f"redis://127.0.0.1:{proxy.port}/0", socket_timeout=1)
+    claims = SendClaims(flaky, keys, "a")
+    nid = str(uuid.uuid4())
+    claim = await claims.acquire("email", nid, "email")
+    await proxy.cut()
+    marking = asyncio.create_task(claims.mark_sent(claim, "smtp"))
+    await asyncio.sleep(1.5)
+    assert not marking.done()  # still trying: the mail is out, the mark must land
+    await proxy.restore()
+    await asyncio.wait_for(marking, 10)
+    again = await SendClaims(flaky, keys, "b").acquire(
+        "email", claim.key.rsplit(":", 2)[1], "email"
+    )
+    assert again.state is ClaimState.SENT
+    await flaky.aclose()
+    await proxy.close()

@@ -196,7 +196,8 @@ class InMemoryClaims:
         key = self.key(channel, notification_id, recipient)
         current = self.state.get(key)
         if current is not None and current.startswith("sent:"):
-            return Claim(key, "", ClaimState.SENT, provider=current.split(":", 1)[1])
+            _, provider, *rest = current.split(":")
+            return Claim(key, "", ClaimState.SENT, provider=provider, unknown=rest == ["unknown"])
         if key in self.held_by_other or current == "sending":
             return Claim(key, "", ClaimState.BUSY)
         self.state[key] = "sending"
@@ -209,6 +210,9 @@ class InMemoryClaims:
 
     async def mark_sent(self, claim: Claim, provider: str) -> None:
         self.state[claim.key] = f"sent:{provider}"
+
+    async def mark_unknown(self, claim: Claim, provider: str) -> None:
+        self.state[claim.key] = f"sent:{provider}:unknown"
 
     async def release(self, claim: Claim) -> None:
         if self.state.get(claim.key) == "sending":

@@ -8,6 +8,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from libs.clients.errors import UpstreamNotFound, UpstreamRejected, UpstreamUnavailable
 from libs.delivery.decision import Busy, Verdict, decide_after_error, decide_after_sends
 from libs.delivery.providers import (
+    OutcomeUnknown,
     PermanentProviderError,
     ProviderUnavailable,
     RecipientGone,
@@ -131,3 +132,22 @@ def test_a_redis_failure_is_retried():
     assert outcome.verdict is Verdict.STORE_FAILED
     assert isinstance(outcome.decision, Retry)
     assert outcome.decision.error_class == "RedisError"
+
+
+def test_no_answer_after_the_point_of_no_return_is_unconfirmed_and_never_resent():
+    unknown = OutcomeUnknown("smtp", "no reply after the end of data")
+    outcome = decide_after_sends([unknown])
+    assert outcome.verdict is Verdict.UNCONFIRMED
+    assert outcome.decision == Ack("unconfirmed")  # acked: nothing is sent again
+    assert (outcome.provider, outcome.recipients_unknown) == ("smtp", 1)
+
+
+def test_a_confirmed_recipient_beside_an_unknown_one_is_delivered_and_counts_the_unknown():
+    outcome = decide_after_sends([SendResult("fcm"), OutcomeUnknown("fcm", "read timeout")])
+    assert outcome.verdict is Verdict.DELIVERED
+    assert (outcome.recipients_sent, outcome.recipients_unknown) == (1, 1)
+
+
+def test_an_unknown_outcome_beside_a_failed_attempt_still_retries_the_failed_one():
+    outcome = decide_after_sends([OutcomeUnknown("fcm", "?"), TransientProviderError("fcm", "503")])
+    assert outcome.verdict is Verdict.ATTEMPT_FAILED

@@ -13,6 +13,7 @@ from libs.clients.errors import UpstreamUnavailable
 from libs.clients.models import Preferences
 from libs.delivery.pipeline import DeliveryPipeline
 from libs.delivery.providers import (
+    OutcomeUnknown,
     PermanentProviderError,
     ProviderUnavailable,
     RecipientGone,
@@ -20,7 +21,7 @@ from libs.delivery.providers import (
 )
 from libs.messaging.outcomes import PERMANENT_ERROR, Ack, DeadLetter, Retry
 from libs.notification.message import Channel
-from libs.notification.status import Status
+from libs.notification.status import Status, receipt_allowed_from
 from tests.support.fakes import (
     InMemoryClaims,
     InMemoryStatusStore,
@@ -250,3 +251,36 @@ async def test_a_recipient_refused_for_good_is_dead_lettered_then_recorded_faile
     assert record is not None
     assert record.status is Status.FAILED
     assert record.timeline[-1].model_extra == {"reason": PERMANENT_ERROR}
+
+
+async def test_an_unknown_outcome_is_unconfirmed_and_a_redelivery_does_not_send_again(world):
+    message = await world.accepted()
+    world.adapter.script["email"] = [OutcomeUnknown("smtp", "no reply after the end of data")]
+    decision = await world.pipeline.handle(delivery_of(message))
+    nid = str(message.notification_id)
+    assert decision == Ack("unconfirmed")
+    record = await world.status.get(nid)
+    assert record is not None
+    assert record.status is Status.UNCONFIRMED
+    assert "no reply" in (record.last_error or "")
+    # the broker delivers it again (say the ack was lost): the claim says the outcome is unknown
+    world.status.records[nid]["status"] = Status.PROCESSING
+    again = await world.pipeline.handle(delivery_of(message))
+    assert again == Ack("unconfirmed")
+    assert world.adapter.sent == []
+
+
+async def test_a_receipt_may_settle_an_unconfirmed_notification(world):
+    message = await world.accepted()
+    world.adapter.script["email"] = [OutcomeUnknown("smtp", "timeout")]
+    await world.pipeline.handle(delivery_of(message))
+    nid = str(message.notification_id)
+    result = await world.status.transition(
+        nid,
+        Status.DELIVERED,
+        event="receipt",
+        service="report",
+        allowed_from=receipt_allowed_from(Status.DELIVERED),
+    )
+    assert result.applied
+    assert world.status.status_of(nid) is Status.DELIVERED
