@@ -42,7 +42,9 @@ async def _fetch_column(url: str, query: str) -> list[str]:
         await conn.close()
 
 
-async def test_prepare_migrates_and_seeds_every_database_and_can_run_again(tmp_path):
+async def test_prepare_migrates_and_seeds_every_database_and_can_run_again(
+    infrastructure, tmp_path
+):
     async with fresh_stack(tmp_path) as (stack, urls):
         await asyncio.to_thread(stack.prepare)
         emails = await _fetch_column(urls["users"], "SELECT email FROM users")
@@ -65,7 +67,7 @@ async def test_prepare_migrates_and_seeds_every_database_and_can_run_again(tmp_p
         )
 
 
-async def test_a_failing_step_names_the_service_and_command(tmp_path):
+async def test_a_failing_step_names_the_service_and_command(infrastructure, tmp_path):
     async with fresh_stack(tmp_path) as (stack, _):
         stack.env["TEMPLATE_DATABASE_URL"] = "postgresql+asyncpg://postgres@127.0.0.1:1/nowhere"
         with pytest.raises(RuntimeError) as failure:

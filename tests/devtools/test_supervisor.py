@@ -15,6 +15,8 @@ import pytest
 
 from devtools.supervisor import Backoff, Supervisor, describe_exit
 
+pytestmark = pytest.mark.unit
+
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
 
 

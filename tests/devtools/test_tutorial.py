@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from devtools.run import LauncherSettings, instructions
 from devtools.stack import Stack, base_env
 from devtools.tutorial import as_script, first_notification_steps
 from tests.support.readme import bash_blocks
+
+pytestmark = pytest.mark.unit
 
 DEFAULTS = {name: field.default for name, field in LauncherSettings.model_fields.items()}
 

@@ -12,6 +12,8 @@ from libs.http.docs import install_offline_docs
 from tests.support.pages import asset_urls, external_references
 from tests.support.servers import app_client
 
+pytestmark = pytest.mark.unit
+
 router = APIRouter()
 
 
