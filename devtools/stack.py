@@ -13,8 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -31,6 +30,11 @@ class ServiceSpec:
     port: int
     migrate: bool = False
     seed: bool = False
+
+    @property
+    def setup_commands(self) -> tuple[str, ...]:
+        """``python -m <service> <command>`` steps to run before the service starts."""
+        return (("migrate",) if self.migrate else ()) + (("seed",) if self.seed else ())
 
 
 SERVICES: tuple[ServiceSpec, ...] = (
@@ -93,25 +97,25 @@ class Stack:
     def prepare(self) -> None:
         """Create and migrate each service's database; seed the admin and demo templates.
 
-        Services own separate databases, so they are prepared in parallel.
+        Every step runs in one interpreter (``devtools/prepare.py`` says why); with a ``log_dir``
+        its output is kept in ``prepare.log`` there.
         """
-        with ThreadPoolExecutor(max_workers=len(SERVICES)) as pool:
-            for future in [pool.submit(self._prepare, spec) for spec in SERVICES]:
-                future.result()
-
-    def _prepare(self, spec: ServiceSpec) -> None:
-        steps = (["migrate"] if spec.migrate else []) + (["seed"] if spec.seed else [])
-        for step in steps:
-            result = subprocess.run(
-                [self.python, "-m", spec.name, step],
-                cwd=ROOT,
-                env=self.env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            if result.returncode != 0:
-                raise RuntimeError(f"{spec.name} {step} failed:\n{result.stdout}\n{result.stderr}")
+        steps = [f"{spec.name}:{command}" for spec in SERVICES for command in spec.setup_commands]
+        result = subprocess.run(
+            [self.python, "-m", "devtools.prepare", *steps],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            with (self.log_dir / "prepare.log").open("a") as log:
+                log.write(result.stdout + result.stderr)
+        if result.returncode != 0:
+            failed = (result.stderr.strip().splitlines() or ["preparing the databases failed"])[-1]
+            raise RuntimeError(f"{failed}\n{result.stdout}\n{result.stderr}")
 
     def start(
         self, name: str, *, port: int | None = None, extra_env: Mapping[str, str] | None = None
@@ -146,24 +150,56 @@ class Stack:
         return process
 
     def wait_ready(self, process: Process, timeout: float = 60.0) -> None:
+        self.wait_all_ready([process], timeout)
+
+    def wait_all_ready(
+        self,
+        processes: Sequence[Process],
+        timeout: float = 60.0,
+        *,
+        on_ready: Callable[[Process], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        """Poll every process's ``/ready`` together until each answers 200.
+
+        ``on_ready`` is called once per process, as it becomes ready. Raises RuntimeError when
+        one exits and TimeoutError after ``timeout``; returns early once ``stop`` is set.
+        """
         deadline = time.monotonic() + timeout
-        last = ""
-        while time.monotonic() < deadline:
-            if not process.alive:
-                raise RuntimeError(
-                    f"{process.name} exited with {process.popen.returncode}{self._tail(process)}"
-                )
-            try:
-                response = httpx.get(f"{process.url}/ready", timeout=2)
-                if response.status_code == 200:
+        pending = list(processes)
+        last: dict[int, str] = {}
+        with httpx.Client(timeout=2) as client:
+            while pending:
+                if stop is not None and stop.is_set():
                     return
-                last = response.text[:300]
-            except httpx.HTTPError as exc:
-                last = repr(exc)
-            time.sleep(0.2)
-        raise TimeoutError(
-            f"{process.name} not ready after {timeout}s: {last}{self._tail(process)}"
-        )
+                for process in list(pending):
+                    if not process.alive:
+                        raise RuntimeError(
+                            f"{process.name} exited with {process.popen.returncode}"
+                            f"{self._tail(process)}"
+                        )
+                    try:
+                        response = client.get(f"{process.url}/ready")
+                        if response.status_code == 200:
+                            pending.remove(process)
+                            if on_ready is not None:
+                                on_ready(process)
+                            continue
+                        last[process.port] = response.text[:300]
+                    except httpx.HTTPError as exc:
+                        last[process.port] = repr(exc)
+                if not pending:
+                    return
+                if time.monotonic() > deadline:
+                    late = pending[0]
+                    raise TimeoutError(
+                        f"{late.name} not ready after {timeout}s: {last.get(late.port, '')}"
+                        f"{self._tail(late)}"
+                    )
+                if stop is None:
+                    time.sleep(0.2)
+                elif stop.wait(0.2):
+                    return
 
     def _tail(self, process: Process, lines: int = 40) -> str:
         if process.log_path is None or not process.log_path.exists():
@@ -171,10 +207,32 @@ class Stack:
         text = process.log_path.read_text(errors="replace").splitlines()[-lines:]
         return "\n--- last log lines ---\n" + "\n".join(text)
 
-    def start_all(self, timeout: float = 60.0) -> None:
+    def start_all(self, timeout: float = 60.0) -> list[Process]:
         """Start every service at once (none needs another to start), then wait for each."""
-        for process in [self.start(spec.name) for spec in SERVICES]:
-            self.wait_ready(process, timeout)
+        processes = [self.start(spec.name) for spec in SERVICES]
+        self.wait_all_ready(processes, timeout)
+        return processes
+
+    def prepare_and_start_all(
+        self,
+        timeout: float = 60.0,
+        *,
+        on_ready: Callable[[Process], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> list[Process]:
+        """``prepare`` and ``start_all`` overlapped, the way ``make run`` starts.
+
+        The services that own no database start first and import while the databases are
+        prepared; the others start once their database is ready. Returns early (with what it
+        started) once ``stop`` is set.
+        """
+        processes = [self.start(spec.name) for spec in SERVICES if not spec.setup_commands]
+        self.prepare()
+        if stop is not None and stop.is_set():
+            return processes
+        processes += [self.start(spec.name) for spec in SERVICES if spec.setup_commands]
+        self.wait_all_ready(processes, timeout, on_ready=on_ready, stop=stop)
+        return processes
 
     def stop(self, process: Process, timeout: float = 30.0) -> bool:
         """SIGTERM, then SIGKILL after ``timeout``. True if it exited on its own (gracefully).

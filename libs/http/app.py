@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
+from libs.http.docs import install_offline_docs
 from libs.http.envelope import Envelope, ok
 from libs.http.errors import error_response, install_error_handlers
 from libs.http.middleware import BodyLimitMiddleware, CorrelationIdMiddleware, HttpMetricsMiddleware
@@ -87,7 +88,10 @@ def create_app(
         version="0.1.0",
         lifespan=lifespan,
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        docs_url=None,
+        redoc_url=None,
     )
+    install_offline_docs(app)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(HttpMetricsMiddleware)
