@@ -66,6 +66,11 @@ async def send_notification(
             headers={"Retry-After": "1"},
         ) from exc
     message = "Already accepted (idempotent replay)." if accepted.replayed else "Accepted."
+    if not accepted.remembered:
+        message = (
+            "Accepted. The request_id could not be recorded; a retry with it is still "
+            "delivered once."
+        )
     headers = {"Idempotent-Replayed": "true"} if accepted.replayed else {}
     envelope = ok(accepted.response, message)
     return JSONResponse(envelope.model_dump(mode="json"), status_code=202, headers=headers)

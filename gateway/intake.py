@@ -26,6 +26,7 @@ from uuid import UUID
 
 import orjson
 import structlog
+from redis.exceptions import RedisError
 
 from gateway.idempotency import IdempotencyRecord, IdempotencyStore
 from gateway.schemas import NotificationAccepted, NotificationRequest
@@ -61,6 +62,8 @@ class TemplateCheck(Protocol):
 class Accepted:
     response: NotificationAccepted
     replayed: bool
+    remembered: bool = True
+    """False when the broker confirmed but the idempotency record could not be saved."""
 
 
 def fingerprint(request: NotificationRequest) -> str:
@@ -111,7 +114,14 @@ class NotificationIntake:
             await self._idempotency.release(scope, request_id, pending)
             raise
         accepted = IdempotencyRecord(state="accepted", fingerprint=fp, response=response)
-        await self._idempotency.settle(scope, request_id, accepted, self._ttl)
+        try:
+            await self._idempotency.settle(scope, request_id, accepted, self._ttl)
+        except RedisError as exc:
+            # The broker has the message: it *was* accepted, so say so. A retry with this
+            # request_id derives the same notification id, and the send claim and the status
+            # record make sure that notification is delivered once.
+            log.warning("intake.not_remembered", request_id=request_id, error=repr(exc))
+            return Accepted(response, replayed=False, remembered=False)
         return Accepted(response, replayed=False)
 
     async def notification_id_for(self, principal: Principal, request_id: str) -> str | None:

@@ -41,7 +41,13 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from libs.storage.redis import Keys, lua_script
 
@@ -92,6 +98,7 @@ class SendClaims:
         self._sent_ttl = sent_ttl_seconds
         self._acquire = redis.register_script(_ACQUIRE)
         self._release = redis.register_script(_RELEASE)
+        self._pending_releases: set[asyncio.Task[None]] = set()
 
     def _alive_key(self, instance: str) -> str:
         return self._keys.instance_alive(instance)
@@ -144,10 +151,34 @@ class SendClaims:
                 await self._redis.set(claim.key, value, ex=self._sent_ttl)
 
     async def release(self, claim: Claim) -> None:
-        """Give the claim up after a failed send, so a retry may claim it again."""
+        """Give the claim up after a failed send, so a retry may claim it again.
+
+        Never raises: if Redis is away, the release is retried in the background (until the
+        lease would have lapsed anyway), so the message's retry finds the claim free rather
+        than held by this still-living instance until the lease runs out.
+        """
         try:
-            await self._release(keys=[claim.key], args=[claim.token, claim.committing or ""])
-        except RedisError as exc:  # the lease expires by itself; never hide the send error
+            await self._release_now(claim)
+        except (RedisError, OSError) as exc:
+            log.warning("claims.release_deferred", key=claim.key, error=repr(exc))
+            task = asyncio.create_task(self._release_later(claim), name="claim-release")
+            self._pending_releases.add(task)
+            task.add_done_callback(self._pending_releases.discard)
+
+    async def _release_now(self, claim: Claim) -> None:
+        await self._release(keys=[claim.key], args=[claim.token, claim.committing or ""])
+
+    async def _release_later(self, claim: Claim) -> None:
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type((RedisError, OSError)),
+                wait=wait_exponential(multiplier=0.2, max=5.0),
+                stop=stop_after_delay(self._lease_ms / 1000),
+                reraise=True,
+            ):
+                with attempt:
+                    await self._release_now(claim)
+        except (RedisError, OSError) as exc:  # the lease lapses by itself
             log.warning("claims.release_failed", key=claim.key, error=repr(exc))
 
 
@@ -232,10 +263,18 @@ class CommitMark:
             await self._pool.release(connection)
 
 
+LIVENESS_MS = 15_000
+"""How long ``alive:<instance>`` outlives the last heartbeat. Well above the Redis socket timeout
+(5 s), so a living holder that only waits on a slow Redis never looks dead; a crashed one is
+taken over within this time."""
+
+
 class InstanceHeartbeat:
     """Keeps ``alive:<instance>`` present while this process runs (see module docstring)."""
 
-    def __init__(self, redis: Redis, keys: Keys, instance_id: str, ttl_ms: int = 5000) -> None:
+    def __init__(
+        self, redis: Redis, keys: Keys, instance_id: str, ttl_ms: int = LIVENESS_MS
+    ) -> None:
         self._redis = redis
         self._key = keys.instance_alive(instance_id)
         self._ttl_ms = ttl_ms

@@ -22,7 +22,8 @@ The rules, in order:
 :func:`decide_after_error` covers what can go wrong before any provider is called: our own user
 or template service says the user or template does not exist (dead-letter: permanent), refuses
 the request (dead-letter), or cannot be reached with nothing usable cached (wait without an
-attempt: the message is not at fault); Redis failing mid-way (retry).
+attempt: the message is not at fault); Redis failing mid-way (wait without an attempt too: a
+Redis fault is ours, and every send already made is recorded in its claim).
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ from libs.delivery.providers import (
     SendResult,
 )
 from libs.messaging.outcomes import PERMANENT_ERROR, Ack, DeadLetter, Decision, Retry
+
+REDIS_WAIT_MS = 2000
+"""A message that met a Redis fault waits at least this long (faults last seconds, not ms)."""
 
 
 @dataclass(frozen=True)
@@ -63,8 +67,8 @@ class Verdict(StrEnum):
     UNCONFIRMED = "unconfirmed"
     REFUSED = "refused"
     WAITING_FOR_DEPENDENCY = "waiting_for_dependency"
+    WAITING_FOR_REDIS = "waiting_for_redis"
     NOT_FOUND = "not_found"
-    STORE_FAILED = "store_failed"
 
 
 @dataclass(frozen=True)
@@ -170,7 +174,12 @@ def decide_after_error(error: UpstreamError | RedisError) -> Outcome:
             error=str(error),
         )
     return Outcome(
-        Verdict.STORE_FAILED,
-        Retry(error=f"redis: {error!r}", error_class="RedisError"),
+        Verdict.WAITING_FOR_REDIS,
+        Retry(
+            error=f"redis: {error!r}",
+            error_class="RedisError",
+            not_before_ms=REDIS_WAIT_MS,
+            count_attempt=False,
+        ),
         error=repr(error),
     )

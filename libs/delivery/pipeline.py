@@ -20,6 +20,7 @@ from uuid import UUID
 
 import structlog
 from redis.exceptions import RedisError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from libs.clients.errors import UpstreamError, UpstreamRejected
 from libs.clients.models import Preferences, Rendered, UserProfile
@@ -138,6 +139,21 @@ class DeliveryPipeline:
                 f"a {message.notification_type} notification on the {self._channel} queue",
                 "WrongQueue",
             )
+        try:
+            return await self._deliver(message, delivery)
+        except (UpstreamError, RedisError) as exc:
+            # Nothing was sent that is not recorded in its claim: whatever failed here, trying
+            # again later is safe. Our own services or Redis being away is not the message's
+            # fault: it waits without spending an attempt.
+            after = decide_after_error(exc)
+            if after.verdict is Verdict.WAITING_FOR_DEPENDENCY:
+                await self._note_wait(nid, after.verdict.value, after.error)
+            return after.decision
+
+    async def _deliver(
+        self, message: NotificationMessage, delivery: Delivery[NotificationMessage]
+    ) -> Decision:
+        nid = str(message.notification_id)
         started = await self._start(message, delivery)
         if started is not None:
             return started
@@ -155,23 +171,35 @@ class DeliveryPipeline:
             await self._finish(nid, Status.SKIPPED, "skipped", error=skip.reason)
             NOTIFICATIONS.labels(self._channel.value, "skipped").inc()
             return Ack("skipped")
-        except (UpstreamError, RedisError) as exc:
-            after = decide_after_error(exc)
-            if after.verdict is Verdict.WAITING_FOR_DEPENDENCY:
-                await self._status.transition(
-                    nid, None, event=after.verdict.value, service=self._service, error=after.error
-                )
-            return after.decision
+
+    async def _note_wait(self, nid: str, event: str, error: str | None) -> None:
+        """Record why a message waits; best effort (Redis may be the reason it waits)."""
+        try:
+            await self._status.transition(
+                nid, None, event=event, service=self._service, error=error
+            )
+        except RedisError as exc:
+            log.warning("delivery.wait_not_recorded", notification_id=nid, error=repr(exc))
 
     async def on_dead_letter(
         self, delivery: Delivery[NotificationMessage] | None, reason: str, error: str
     ) -> None:
-        """Record ``failed`` once the message is safely in failed.queue."""
+        """Record ``failed`` once the message is safely in failed.queue (retried briefly; if Redis
+        stays away, dlq_service records it when it stores the message)."""
         if delivery is None:
             return
         nid = str(delivery.message.notification_id)
-        await self._finish(nid, Status.FAILED, "failed", error=error, details={"reason": reason})
         NOTIFICATIONS.labels(self._channel.value, "failed").inc()
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(RedisError),
+            stop=stop_after_attempt(3),
+            wait=wait_exponential(multiplier=0.2),
+            reraise=True,
+        ):
+            with attempt:
+                await self._finish(
+                    nid, Status.FAILED, "failed", error=error, details={"reason": reason}
+                )
 
     async def _start(
         self, message: NotificationMessage, delivery: Delivery[NotificationMessage]

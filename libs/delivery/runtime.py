@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 import httpx
 import structlog
 from fastapi import FastAPI, Request
+from pydantic import Field
 from redis.asyncio import Redis
 
 from libs.clients.cache import VersionedCache
@@ -64,6 +65,9 @@ class DeliverySettings(MessagingSettings):
     render_cache_seconds: int = 3600
     stale_cache_seconds: int = 86400
     claim_lease_ms: int = 60_000
+    # A consumer's liveness key outlives its last heartbeat by this much: well above the Redis
+    # socket timeout (5 s), so a slow Redis never makes a living holder look dead.
+    instance_liveness_seconds: float = Field(default=15.0, ge=6.0)
     shutdown_grace_seconds: float = 25.0
 
 
@@ -173,7 +177,9 @@ def create_delivery_app(
                 stale_ttl=settings.stale_cache_seconds,
             )
             instance_id = new_instance_id(service)
-            heartbeat = InstanceHeartbeat(redis, keys, instance_id)
+            heartbeat = InstanceHeartbeat(
+                redis, keys, instance_id, ttl_ms=int(settings.instance_liveness_seconds * 1000)
+            )
             await heartbeat.start()
             stack.push_async_callback(heartbeat.stop)
             claims = SendClaims(

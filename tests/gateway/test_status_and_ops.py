@@ -225,3 +225,38 @@ async def test_unknown_route_and_method_use_the_envelope(gateway, mint):
     wrong = await gateway.delete("/api/v1/notifications/", headers=mint.headers())
     assert wrong.status_code == 405
     assert wrong.json()["success"] is False
+
+
+async def test_redis_outage_gives_503_never_202_or_500_and_recovers(gateway_settings, mint, amqp):
+    proxy = await TcpProxy("127.0.0.1", 6379).start()
+    settings = gateway_settings.model_copy(
+        update={"redis_url": f"redis://127.0.0.1:{proxy.port}/0"}
+    )
+    try:
+        async with app_client(create_app(settings)) as client:
+            headers = mint.headers("service", sub="svc")
+            first = await client.post("/api/v1/notifications/", json=body(), headers=headers)
+            assert first.status_code == 202
+            nid = first.json()["data"]["notification_id"]
+            await proxy.cut()
+            during = [
+                await client.post("/api/v1/notifications/", json=body(), headers=headers)
+                for _ in range(5)
+            ]
+            assert {r.status_code for r in during} == {503}
+            assert all(r.json()["success"] is False for r in during)
+            assert all(
+                r.json()["error"] in ("redis_unavailable", "service_unavailable") for r in during
+            )
+            status = await client.get(f"/api/v1/notifications/{nid}", headers=headers)
+            assert status.status_code == 503
+            assert await queue_depth(amqp, "email.queue") == 1  # nothing queued without a record
+            await proxy.restore()
+            for _ in range(100):
+                again = await client.post("/api/v1/notifications/", json=body(), headers=headers)
+                if again.status_code == 202:
+                    break
+                await asyncio.sleep(0.2)
+            assert again.status_code == 202
+    finally:
+        await proxy.close()

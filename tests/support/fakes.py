@@ -51,8 +51,12 @@ class InMemoryStatusStore:
     def __init__(self) -> None:
         self.records: dict[str, dict[str, Any]] = {}
         self.timelines: dict[str, list[TimelineEvent]] = {}
+        self.failure: Exception | None = None
+        """Raised by every write while set (a Redis outage)."""
 
     async def create(self, n: NewNotification) -> bool:
+        if self.failure is not None:
+            raise self.failure
         if n.notification_id in self.records:
             return False
         self.records[n.notification_id] = {
@@ -91,6 +95,8 @@ class InMemoryStatusStore:
         error: str | None = None,
         details: Mapping[str, Any] | None = None,
     ) -> TransitionResult:
+        if self.failure is not None:
+            raise self.failure
         record = self.records.get(notification_id)
         if record is None:
             return TransitionResult(applied=False, previous=None)
@@ -361,6 +367,7 @@ class InMemoryIdempotencyStore:
 
     def __init__(self) -> None:
         self.records: dict[tuple[str, str], IdempotencyRecord] = {}
+        self.settle_failure: Exception | None = None
 
     async def read(self, scope: str, request_id: str) -> IdempotencyRecord | None:
         return self.records.get((scope, request_id))
@@ -380,6 +387,8 @@ class InMemoryIdempotencyStore:
     async def settle(
         self, scope: str, request_id: str, record: IdempotencyRecord, ttl: int
     ) -> None:
+        if self.settle_failure is not None:
+            raise self.settle_failure
         self.records[(scope, request_id)] = record
 
 

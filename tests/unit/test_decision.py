@@ -127,11 +127,13 @@ def test_our_own_service_unreachable_waits_without_an_attempt():
     assert outcome.decision.count_attempt is False
 
 
-def test_a_redis_failure_is_retried():
+def test_a_redis_fault_is_a_wait_not_an_attempt():
     outcome = decide_after_error(RedisConnectionError("connection reset"))
-    assert outcome.verdict is Verdict.STORE_FAILED
+    assert outcome.verdict is Verdict.WAITING_FOR_REDIS
     assert isinstance(outcome.decision, Retry)
     assert outcome.decision.error_class == "RedisError"
+    assert outcome.decision.count_attempt is False
+    assert outcome.decision.not_before_ms >= 1000
 
 
 def test_no_answer_after_the_point_of_no_return_is_unconfirmed_and_never_resent():

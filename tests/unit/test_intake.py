@@ -9,6 +9,7 @@ import asyncio
 import uuid
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.intake import NotificationIntake
 from gateway.schemas import NotificationRequest
@@ -191,3 +192,25 @@ async def test_a_request_id_finds_its_notification(gw):
     assert found == str(accepted.response.notification_id)
     other = Principal(sub="someone-else", role=Role.SERVICE, jti="x", exp=0)
     assert await gw.intake.notification_id_for(other, request.request_id) is None
+
+
+async def test_a_confirmed_publish_whose_record_cannot_be_saved_is_reported_accepted(gw):
+    """The broker confirmed, then Redis failed: the client hears the truth (accepted), and its
+    retry with the same request_id carries the same notification id (delivered once)."""
+    request = gw.request()
+    gw.idempotency.settle_failure = RedisConnectionError("Redis went away")
+    first = await gw.intake.submit(CALLER, request)
+    assert (first.replayed, first.remembered) == (False, False)
+    assert len(gw.publisher.published) == 1
+    gw.idempotency.settle_failure = None
+    gw.idempotency.records.clear()  # the pending record expired meanwhile
+    retry = await gw.intake.submit(CALLER, request)
+    assert retry.response.notification_id == first.response.notification_id
+    assert {p.message_id for p in gw.publisher.published} == {str(first.response.notification_id)}
+
+
+async def test_redis_down_before_the_publish_is_an_error_and_nothing_is_queued(gw):
+    gw.status.failure = RedisConnectionError("connection refused")
+    with pytest.raises(RedisConnectionError):
+        await gw.intake.submit(CALLER, gw.request())
+    assert gw.publisher.published == []

@@ -174,12 +174,21 @@ async def test_our_own_service_down_waits_without_an_attempt(world):
     assert world.adapter.sent == []
 
 
-async def test_redis_failing_mid_way_is_retried(world):
+async def test_redis_failing_mid_way_is_a_wait_not_an_attempt(world):
     message = await world.accepted()
     world.templates.failure = RedisConnectionError("reset")
     decision = await world.pipeline.handle(delivery_of(message))
     assert isinstance(decision, Retry)
-    assert decision.error_class == "RedisError"
+    assert (decision.error_class, decision.count_attempt) == ("RedisError", False)
+
+
+async def test_redis_down_before_processing_starts_is_a_wait_not_an_attempt(world):
+    message = await world.accepted()
+    world.status.failure = RedisConnectionError("connection refused")
+    decision = await world.pipeline.handle(delivery_of(message))
+    assert isinstance(decision, Retry)
+    assert decision.count_attempt is False
+    assert world.adapter.sent == []
 
 
 async def test_a_transient_failure_spends_an_attempt_and_frees_the_claim(world):
