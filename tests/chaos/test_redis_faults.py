@@ -66,7 +66,7 @@ async def test_a_redis_outage_mid_burst_delays_but_never_fails_or_duplicates(vho
 
             async def one(i: int) -> str:
                 await asyncio.sleep(max(0.0, started + i / RATE - time.monotonic()))
-                body = {
+                body: dict[str, object] = {
                     "notification_type": "email",
                     "user_id": user_id,
                     "template_code": code,
