@@ -2,3 +2,4 @@
 CREATE DATABASE herald_users;
 CREATE DATABASE herald_templates;
 CREATE DATABASE herald_dlq;
+CREATE DATABASE herald_notifications;

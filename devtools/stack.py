@@ -41,7 +41,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("user_service", "USER_SERVICE_PORT", 8001, migrate=True, seed=True),
     ServiceSpec("template_service", "TEMPLATE_SERVICE_PORT", 8002, migrate=True, seed=True),
     ServiceSpec("dlq_service", "DLQ_SERVICE_PORT", 8005, migrate=True),
-    ServiceSpec("gateway", "GATEWAY_PORT", 8000),
+    ServiceSpec("gateway", "GATEWAY_PORT", 8000, migrate=True),
     ServiceSpec("email_service", "EMAIL_SERVICE_PORT", 8003),
     ServiceSpec("push_service", "PUSH_SERVICE_PORT", 8004),
 )

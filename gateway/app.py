@@ -3,14 +3,17 @@ the typed :class:`GatewayState` the routes read."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
 
 import structlog
 from fastapi import FastAPI
 
 from gateway.config import GatewaySettings
 from gateway.endpoints import router
+from gateway.history import HistoryRecorder, NotificationHistory
 from gateway.idempotency import RedisIdempotencyStore
 from gateway.intake import NotificationIntake
 from gateway.state import GatewayState, gateway_state
@@ -21,6 +24,7 @@ from libs.clients.users import UserDirectory
 from libs.http.app import create_app as create_service_app
 from libs.http.lifespan import (
     jwks_verifier,
+    open_database,
     open_http_client,
     open_messaging,
     open_redis,
@@ -43,8 +47,19 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         async with AsyncExitStack() as stack:
             redis = open_redis(stack, settings.redis_url)
             http = open_http_client(stack, settings)
+            engine, _ = open_database(stack, settings.database_url, pool_size=settings.db_pool_size)
             _, publisher = await open_messaging(stack, settings)
             keys = Keys(settings.redis_key_prefix)
+            if settings.history_recorder:
+                recorder = HistoryRecorder(
+                    redis,
+                    engine,
+                    keys.history_stream(),
+                    consumer=f"gateway-{uuid.uuid4().hex[:12]}",
+                    retention=timedelta(days=settings.history_retention_days),
+                )
+                await recorder.start()
+                stack.push_async_callback(recorder.stop)
             status = RedisStatusStore(redis, keys, settings.status_retention_seconds)
             users = templates = None
             if settings.verify_references:
@@ -57,6 +72,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                 redis=redis,
                 keys=keys,
                 status=status,
+                engine=engine,
+                history=NotificationHistory(engine),
                 rate_limits=TokenBuckets(
                     redis, rate=settings.rate_limit_per_second, capacity=settings.rate_limit_burst
                 ),

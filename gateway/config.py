@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import AliasChoices, Field
 
 from libs.settings import MessagingSettings
@@ -23,3 +25,18 @@ class GatewaySettings(MessagingSettings):
     # Refuse notifications for unknown users and templates (422) when their service answers;
     # when it does not, accept and let delivery decide (the notification is never lost).
     verify_references: bool = True
+
+    # The durable notification log (gateway/history.py), in the gateway's own database.
+    database_url: str = Field(
+        "postgresql+asyncpg://postgres@127.0.0.1:5432/herald_notifications",
+        validation_alias=AliasChoices("GATEWAY_DATABASE_URL", "DATABASE_URL"),
+    )
+    db_pool_size: int = Field(10, ge=1)
+    # Move status changes from the Redis outbox into PostgreSQL in this process (every gateway
+    # replica shares the work); off only where a separate process does it.
+    history_recorder: bool = True
+    # Notifications (and their timelines) older than this are purged from the log.
+    history_retention_days: int = Field(90, ge=1)
+
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"

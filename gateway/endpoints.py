@@ -6,6 +6,7 @@ import contextlib
 import uuid
 from typing import Annotated
 
+import structlog
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
@@ -22,6 +23,8 @@ from libs.notification.status import (
     receipt_allowed_from,
     receipt_event,
 )
+
+log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/api/v1", tags=["notifications"])
 
@@ -77,16 +80,32 @@ async def send_notification(
 
 
 async def _find(state: GatewayState, principal: Principal, ident: str) -> StatusRecord:
-    record: StatusRecord | None = None
+    """By notification id or the caller's request_id: Redis (the hot status) first, then the
+    durable log in PostgreSQL (after the retention, or if Redis lost its data or is away)."""
+    nid: str | None = None
     with contextlib.suppress(ValueError):
-        record = await state.status.get(str(uuid.UUID(ident)))
+        nid = str(uuid.UUID(ident))
+    record = await _hot(state, principal, nid, ident)
     if record is None:
-        nid = await state.intake.notification_id_for(principal, ident)
+        if nid is None:
+            nid = await state.history.find_request(principal.sub, ident)
         if nid is not None:
-            record = await state.status.get(nid)
+            record = await state.history.get(nid)
     if record is None or (principal.role is Role.USER and str(record.user_id) != principal.sub):
         raise NotFound(f"No notification {ident!r}.", code="notification_not_found")
     return record
+
+
+async def _hot(
+    state: GatewayState, principal: Principal, nid: str | None, ident: str
+) -> StatusRecord | None:
+    try:
+        if nid is None:
+            nid = await state.intake.notification_id_for(principal, ident)
+        return None if nid is None else await state.status.get(nid)
+    except RedisError as exc:
+        log.warning("status.read_from_history", error=repr(exc))
+        return None
 
 
 @router.get(
@@ -115,14 +134,25 @@ async def list_notifications(
 ) -> Envelope[list[StatusRecord]]:
     if principal.role is Role.USER:
         user_id = uuid.UUID(principal.sub)  # users see only their own notifications
-    items, total = await state.status.search(
+    items, total = await state.history.search(
         user_id=str(user_id) if user_id else None,
         channel=notification_type,
         status=status,
         offset=page.offset,
         limit=page.limit,
     )
-    return ok(items, meta=PageMeta.build(total, page.limit, page.page))
+    return ok(await _fresher(state, items), meta=PageMeta.build(total, page.limit, page.page))
+
+
+async def _fresher(state: GatewayState, items: list[StatusRecord]) -> list[StatusRecord]:
+    """The page from the durable log, with each status as Redis has it now (the log may trail
+    by the recorder's batch interval); one round trip for the page, nothing if Redis is away."""
+    try:
+        hot = await state.status.get_many([str(item.notification_id) for item in items])
+    except RedisError as exc:
+        log.warning("status.list_from_history_only", error=repr(exc))
+        return items
+    return [hot.get(str(item.notification_id), item) for item in items]
 
 
 @router.post(

@@ -7,15 +7,17 @@ from typing import Annotated
 
 from fastapi import Depends
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.config import GatewaySettings
+from gateway.history import NotificationHistory
 from gateway.intake import NotificationIntake
 from libs.http.auth import JwksVerifier
 from libs.http.state import state_dependency
 from libs.messaging.publisher import ConfirmedPublisher
-from libs.notification.status import StatusStore
 from libs.storage.ratelimit import TokenBuckets
 from libs.storage.redis import Keys
+from libs.storage.status_store import RedisStatusStore
 
 
 @dataclass(kw_only=True)
@@ -23,7 +25,9 @@ class GatewayState:
     settings: GatewaySettings
     redis: Redis
     keys: Keys
-    status: StatusStore
+    status: RedisStatusStore
+    engine: AsyncEngine
+    history: NotificationHistory
     rate_limits: TokenBuckets
     publisher: ConfirmedPublisher
     verifier: JwksVerifier

@@ -160,15 +160,3 @@ class StatusStore(Protocol):
         ...
 
     async def get(self, notification_id: str) -> StatusRecord | None: ...
-
-    async def search(
-        self,
-        *,
-        user_id: str | None = None,
-        channel: Channel | None = None,
-        status: Status | None = None,
-        offset: int = 0,
-        limit: int = 20,
-    ) -> tuple[list[StatusRecord], int]:
-        """Newest first, filtered by any combination of user, channel and status."""
-        ...

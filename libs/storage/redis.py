@@ -38,9 +38,9 @@ class Keys:
     def timeline(self, notification_id: str) -> str:
         return f"{self.prefix}notif:{notification_id}:timeline"
 
-    def index(self, kind: str, value: str = "") -> str:
-        """Sorted sets of notification ids by creation time: all, user:, type:, status:."""
-        return f"{self.prefix}idx:{kind}:{value}" if value else f"{self.prefix}idx:{kind}"
+    def history_stream(self) -> str:
+        """Every status change, for the recorder that keeps the durable log (gateway/history.py)."""
+        return f"{self.prefix}history"
 
     def scratch(self) -> str:
         """A fresh key for a short-lived intermediate result (deleted by whoever made it)."""

@@ -1,17 +1,18 @@
-"""The status of every notification, in Redis: a hash per notification, a timeline, and indexes.
+"""The status of every notification, in Redis: a hash per notification and its timeline.
 
 Transitions are atomic (one Lua script): a status only moves along the allowed edges, so a late or
 duplicate report (a redelivered message saying ``processing`` after ``delivered``) cannot rewrite
-history. Every change appends to the notification's timeline.
+history. Every change appends to the notification's timeline and, in the same script, to the
+history stream (the outbox the gateway's recorder moves into PostgreSQL: gateway/history.py).
 
-Keys (see :class:`libs.storage.redis.Keys`): ``notif:<id>`` hash, ``notif:<id>:timeline`` list of
-JSON events, and sorted sets ``idx:all``, ``idx:user:<id>``, ``idx:type:<t>``, ``idx:status:<s>``
-scored by creation time for listing. Records expire after the retention; indexes are trimmed lazily.
+Keys (see :class:`libs.storage.redis.Keys`): ``notif:<id>`` hash and ``notif:<id>:timeline`` list
+of JSON events, both expiring after the retention; the ``history`` stream, emptied by the recorder
+and capped in length. No index lives here: lists are read from PostgreSQL, so Redis memory stays
+bounded by the retention whatever the load.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +20,6 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from libs.notification.message import Channel
 from libs.notification.status import (
     ALLOWED_FROM,
     FINISHED_STATUSES,
@@ -34,8 +34,12 @@ from libs.storage.redis import Keys, lua_script
 TIMELINE_LIMIT = 200
 
 _CREATE = lua_script(__file__, "status_create.lua")
-
 _TRANSITION = lua_script(__file__, "status_transition.lua")
+
+HISTORY_MAX_ENTRIES = 1_000_000
+"""The outbox is capped (approximately) at this many entries: Redis memory stays bounded even if
+the recorder is down for long; past it the oldest unrecorded history would be dropped (an alert
+watches the stream's length)."""
 
 
 def _now() -> datetime:
@@ -49,19 +53,22 @@ def _event(kind: str, status: str | None, **details: Any) -> bytes:
 
 
 class RedisStatusStore:
-    def __init__(self, redis: Redis, keys: Keys, retention_seconds: int) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        retention_seconds: int,
+        history_max_entries: int = HISTORY_MAX_ENTRIES,
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._ttl = retention_seconds
+        self._history_max = history_max_entries
         self._create = redis.register_script(_CREATE)
         self._transition = redis.register_script(_TRANSITION)
 
-    def _status_indexes(self) -> list[str]:
-        return [self._keys.index("status", s.value) for s in Status]
-
     async def create(self, n: NewNotification) -> bool:
         """Record a new notification as ``pending``; False if it already exists."""
-        created_ts = n.created_at.timestamp()
         fields: dict[str, str] = {
             "notification_id": n.notification_id,
             "request_id": n.request_id,
@@ -76,39 +83,31 @@ class RedisStatusStore:
             "last_error": "",
             "owner": n.owner,
             "created_at": n.created_at.isoformat(),
-            "created_ts": repr(created_ts),
             "updated_at": n.created_at.isoformat(),
         }
         flat = [x for kv in fields.items() for x in kv]
         keys = [
             self._keys.notification(n.notification_id),
             self._keys.timeline(n.notification_id),
-            self._keys.index("all"),
-            self._keys.index("user", n.user_id),
-            self._keys.index("type", n.channel.value),
-            self._keys.index("status", Status.PENDING.value),
+            self._keys.history_stream(),
         ]
         event = _event("accepted", Status.PENDING.value, service="gateway")
-        created = await self._create(
-            keys=keys, args=[self._ttl, repr(created_ts), n.notification_id, event, *flat]
-        )
-        if random.random() < 0.01:  # noqa: S311 - sampling, not crypto
-            await self._trim(keys[2:])
+        created = await self._create(keys=keys, args=[self._ttl, event, self._history_max, *flat])
         return bool(created)
 
     async def delete(self, n: NewNotification) -> None:
-        """Forget a notification that was never accepted (its publish was not confirmed)."""
+        """Forget a notification that was never accepted (its publish was not confirmed); the
+        history gets a tombstone, so the recorder removes what the create had recorded."""
         pipe = self._redis.pipeline(transaction=True)
         pipe.delete(
             self._keys.notification(n.notification_id), self._keys.timeline(n.notification_id)
         )
-        for key in (
-            self._keys.index("all"),
-            self._keys.index("user", n.user_id),
-            self._keys.index("type", n.channel.value),
-            *self._status_indexes(),
-        ):
-            pipe.zrem(key, n.notification_id)
+        pipe.xadd(
+            self._keys.history_stream(),
+            {"t": n.notification_id},
+            maxlen=self._history_max,
+            approximate=True,
+        )
         await pipe.execute()
 
     async def transition(
@@ -157,16 +156,16 @@ class RedisStatusStore:
             keys=[
                 self._keys.notification(notification_id),
                 self._keys.timeline(notification_id),
-                *self._status_indexes(),
+                self._keys.history_stream(),
             ],
             args=[
-                notification_id,
                 to.value if to is not None else "",
                 allowed,
                 _now().isoformat(),
                 self._ttl,
                 entry,
                 attempt or 0,
+                self._history_max,
                 *flat,
             ],
         )
@@ -174,6 +173,16 @@ class RedisStatusStore:
         return TransitionResult(
             applied=verdict == "ok", previous=Status(previous) if previous else None
         )
+
+    async def get_many(self, notification_ids: list[str]) -> dict[str, StatusRecord]:
+        """The records Redis still has, by id (without timelines), in one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        for nid in notification_ids:
+            pipe.hgetall(self._keys.notification(nid))
+        rows = await pipe.execute()
+        return {
+            nid: _decode_record(row) for nid, row in zip(notification_ids, rows, strict=True) if row
+        }
 
     async def get(self, notification_id: str) -> StatusRecord | None:
         pipe = self._redis.pipeline(transaction=False)
@@ -184,55 +193,12 @@ class RedisStatusStore:
             return None
         return _decode_record(raw, [TimelineEvent.model_validate_json(e) for e in timeline])
 
-    async def search(
-        self,
-        *,
-        user_id: str | None = None,
-        channel: Channel | None = None,
-        status: Status | None = None,
-        offset: int = 0,
-        limit: int = 20,
-    ) -> tuple[list[StatusRecord], int]:
-        """Newest first, filtered by any combination of user, channel and status."""
-        indexes = [self._keys.index("all")]
-        if user_id:
-            indexes.append(self._keys.index("user", user_id))
-        if channel:
-            indexes.append(self._keys.index("type", channel.value))
-        if status:
-            indexes.append(self._keys.index("status", status.value))
-        await self._trim(indexes)
-        source = indexes[-1]
-        pipe = self._redis.pipeline(transaction=True)
-        if len(indexes) > 2:
-            source = self._keys.scratch()
-            pipe.zinterstore(source, indexes[1:], aggregate="MIN")
-        pipe.zcard(source)
-        pipe.zrevrange(source, offset, offset + limit - 1)
-        if len(indexes) > 2:
-            pipe.delete(source)
-            total, ids = (await pipe.execute())[1:3]
-        else:
-            total, ids = await pipe.execute()
-        pipe = self._redis.pipeline(transaction=False)
-        for raw_id in ids:
-            pipe.hgetall(self._keys.notification(raw_id.decode()))
-        rows = await pipe.execute()
-        items = [_decode_record(row) for row in rows if row]
-        return items, total
-
-    async def _trim(self, indexes: list[str]) -> None:
-        cutoff = _now().timestamp() - self._ttl
-        pipe = self._redis.pipeline(transaction=False)
-        for key in indexes:
-            pipe.zremrangebyscore(key, "-inf", cutoff)
-        await pipe.execute()
-
 
 def _decode_record(
     raw: Mapping[bytes, bytes], timeline: list[TimelineEvent] | None = None
 ) -> StatusRecord:
     fields = {k.decode(): v.decode() for k, v in raw.items()}
+    fields.pop("created_ts", None)  # written by earlier versions
     return StatusRecord(
         notification_id=fields["notification_id"],
         request_id=fields["request_id"],

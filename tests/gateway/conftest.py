@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from aio_pika import connect_robust
 
 from gateway.app import create_app
-from gateway.config import GatewaySettings
+from gateway.config import MIGRATIONS_DIR, GatewaySettings
+from libs.storage.db import upgrade
 from tests.support.servers import app_client
 from tests.support.tokens import TokenMint, jwks_server
 
@@ -21,10 +24,18 @@ async def jwks_url(mint):
 
 
 @pytest.fixture
-def gateway_settings(amqp_url, redis_prefix, jwks_url) -> GatewaySettings:
+async def gateway_database_url(database_url):
+    """A fresh database with the gateway's migrations (the notification history) applied."""
+    await asyncio.to_thread(upgrade, MIGRATIONS_DIR, database_url)
+    return database_url
+
+
+@pytest.fixture
+def gateway_settings(amqp_url, redis_prefix, jwks_url, gateway_database_url) -> GatewaySettings:
     return GatewaySettings(
         rabbitmq_url=amqp_url,
         redis_key_prefix=redis_prefix,
+        database_url=gateway_database_url,
         user_service_url=jwks_url,
         template_service_url=jwks_url,
         verify_references=False,

@@ -1,10 +1,11 @@
-"""The status store: transitions along allowed edges only, timeline, search with filters."""
+"""The status store: transitions along allowed edges only, timeline, the history outbox."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 
 from libs.notification.message import Channel
@@ -83,42 +84,32 @@ async def test_missing_notification_reports_missing(store):
     assert not result.applied
 
 
-async def test_search_filters_and_paginates_newest_first(store):
-    user = str(uuid.uuid4())
-    mine = [_new(Channel.EMAIL, user, minutes_ago=i) for i in range(5)]
-    push = _new(Channel.PUSH, user)
-    other = _new(Channel.EMAIL)
-    for n in [*mine, push, other]:
-        await store.create(n)
-    await store.transition(mine[0].notification_id, Status.PROCESSING, event="p", service="t")
-    await store.transition(mine[0].notification_id, Status.DELIVERED, event="d", service="t")
-
-    items, total = await store.search(user_id=user, channel=Channel.EMAIL, limit=2)
-    assert total == 5
-    assert [str(i.notification_id) for i in items] == [
-        mine[0].notification_id,
-        mine[1].notification_id,
-    ]
-    items, total = await store.search(user_id=user, channel=Channel.EMAIL, offset=4, limit=2)
-    assert [str(i.notification_id) for i in items] == [mine[4].notification_id]
-
-    delivered, total = await store.search(status=Status.DELIVERED, user_id=user)
-    assert total == 1
-    assert str(delivered[0].notification_id) == mine[0].notification_id
-    _pending, total = await store.search(status=Status.PENDING, user_id=user)
-    assert total == 5  # 4 email + 1 push
-
-    _everything, total = await store.search()
-    assert total == 7
-
-
-async def test_delete_forgets_everything(store):
+async def test_delete_forgets_everything_and_leaves_a_tombstone_for_the_history(store, redis, keys):
     n = _new()
     await store.create(n)
     await store.delete(n)
     assert await store.get(n.notification_id) is None
-    _, total = await store.search(user_id=n.user_id)
-    assert total == 0
+    assert (
+        await redis.exists(keys.notification(n.notification_id), keys.timeline(n.notification_id))
+        == 0
+    )
+    entries = await redis.xrange(keys.history_stream())
+    assert [set(fields) for _, fields in entries] == [{b"s", b"e"}, {b"t"}]
+    assert entries[-1][1][b"t"].decode() == n.notification_id
+
+
+async def test_every_change_goes_to_the_history_stream_with_its_snapshot(store, redis, keys):
+    n = _new()
+    await store.create(n)
+    await store.transition(n.notification_id, Status.PROCESSING, event="p", service="t", attempt=1)
+    refused = await store.transition(n.notification_id, Status.PENDING, event="x", service="t")
+    assert not refused.applied
+    entries = await redis.xrange(keys.history_stream())
+    snapshots = [orjson.loads(fields[b"s"]) for _, fields in entries]
+    events = [orjson.loads(fields[b"e"])["event"] for _, fields in entries]
+    assert events == ["accepted", "p"]  # a refused transition changes nothing, records nothing
+    assert [s["status"] for s in snapshots] == ["pending", "processing"]
+    assert snapshots[-1]["attempts"] == "1"
 
 
 async def test_attempts_count_delivery_attempts_not_redeliveries(store):

@@ -135,26 +135,6 @@ class InMemoryStatusStore:
             return None
         return StatusRecord(**record, timeline=list(self.timelines[notification_id]))
 
-    async def search(
-        self,
-        *,
-        user_id: str | None = None,
-        channel: Channel | None = None,
-        status: Status | None = None,
-        offset: int = 0,
-        limit: int = 20,
-    ) -> tuple[list[StatusRecord], int]:
-        found = [
-            r
-            for r in self.records.values()
-            if (user_id is None or r["user_id"] == user_id)
-            and (channel is None or r["notification_type"] is channel)
-            and (status is None or r["status"] is status)
-        ]
-        found.sort(key=lambda r: r["created_at"], reverse=True)
-        page = [StatusRecord(**r) for r in found[offset : offset + limit]]
-        return page, len(found)
-
     def events(self, notification_id: str) -> list[str]:
         return [e.event for e in self.timelines.get(notification_id, [])]
 

@@ -137,6 +137,7 @@ async def running_system(
             users_db = await stack.enter_async_context(temp_database("users"))
             templates_db = await stack.enter_async_context(temp_database("templates"))
             dlq_db = await stack.enter_async_context(temp_database("dlq"))
+            history_db = await stack.enter_async_context(temp_database("history"))
             prefix = await stack.enter_async_context(temp_redis_prefix("e2e"))
             sink: Any = ProcessSink(workdir).start() if sink_process else SmtpSink().start()
             stack.callback(sink.stop)
@@ -156,6 +157,7 @@ async def running_system(
                     "USER_DATABASE_URL": users_db,
                     "TEMPLATE_DATABASE_URL": templates_db,
                     "DLQ_DATABASE_URL": dlq_db,
+                    "GATEWAY_DATABASE_URL": history_db,
                     "SMTP_HOST": sink.host,
                     "SMTP_PORT": str(sink.port),
                     "EMAIL_PROVIDERS": '["smtp"]',

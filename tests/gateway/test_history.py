@@ -1,0 +1,266 @@
+"""The durable notification log: Redis outbox -> recorder -> PostgreSQL, and reads from it."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.history import (
+    Entry,
+    HistoryEntry,
+    HistoryRecorder,
+    NotificationHistory,
+    Tombstone,
+    write_batch,
+)
+from libs.notification.message import Channel
+from libs.notification.status import NewNotification, Status
+from libs.storage.db import create_engine
+from libs.storage.status_store import RedisStatusStore
+from tests.gateway.test_status_and_ops import _send, recorded
+
+
+def _new(channel: Channel = Channel.EMAIL, user: str | None = None, minutes_ago: int = 0):
+    return NewNotification(
+        notification_id=str(uuid.uuid4()),
+        request_id=f"req-{uuid.uuid4().hex[:8]}",
+        channel=channel,
+        user_id=user or str(uuid.uuid4()),
+        template_code="welcome",
+        priority=0,
+        created_at=datetime.now(UTC) - timedelta(minutes=minutes_ago),
+        owner="svc",
+    )
+
+
+@pytest.fixture
+async def engine(gateway_database_url):
+    engine = create_engine(gateway_database_url, pool_size=2)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def store(redis, keys) -> RedisStatusStore:
+    return RedisStatusStore(redis, keys, retention_seconds=3600)
+
+
+@pytest.fixture
+def recorder(redis, keys, engine: AsyncEngine) -> HistoryRecorder:
+    return HistoryRecorder(redis, engine, keys.history_stream(), consumer="test", block_ms=10)
+
+
+async def drain(recorder: HistoryRecorder) -> None:
+    while await recorder.record_once(block_ms=10):
+        pass
+
+
+async def _stream(redis, keys) -> list[Entry]:
+    return [HistoryEntry.parse(i.decode(), f) for i, f in await redis.xrange(keys.history_stream())]
+
+
+async def test_search_filters_and_paginates_newest_first(store, recorder, engine):
+    user = str(uuid.uuid4())
+    mine = [_new(Channel.EMAIL, user, minutes_ago=i) for i in range(5)]
+    push = _new(Channel.PUSH, user)
+    other = _new(Channel.EMAIL)
+    for n in [*mine, push, other]:
+        await store.create(n)
+    await store.transition(mine[0].notification_id, Status.PROCESSING, event="p", service="t")
+    await store.transition(mine[0].notification_id, Status.DELIVERED, event="d", service="t")
+    await drain(recorder)
+    history = NotificationHistory(engine)
+
+    items, total = await history.search(user_id=user, channel=Channel.EMAIL, limit=2)
+    assert total == 5
+    assert [str(i.notification_id) for i in items] == [
+        mine[0].notification_id,
+        mine[1].notification_id,
+    ]
+    items, total = await history.search(user_id=user, channel=Channel.EMAIL, offset=4, limit=2)
+    assert [str(i.notification_id) for i in items] == [mine[4].notification_id]
+
+    delivered, total = await history.search(status=Status.DELIVERED, user_id=user)
+    assert total == 1
+    assert str(delivered[0].notification_id) == mine[0].notification_id
+    _pending, total = await history.search(status=Status.PENDING, user_id=user)
+    assert total == 5  # 4 email + 1 push
+    _everything, total = await history.search()
+    assert total == 7
+    _theirs, total = await history.search(owner="someone-else")
+    assert total == 0
+
+
+async def test_the_log_holds_each_status_and_timeline_as_redis_had_it(store, recorder, engine):
+    n = _new()
+    await store.create(n)
+    await store.transition(
+        n.notification_id, Status.PROCESSING, event="processing", service="e", attempt=1
+    )
+    await store.transition(
+        n.notification_id, Status.DELIVERED, event="delivered", service="e", provider="smtp"
+    )
+    await drain(recorder)
+    hot = await store.get(n.notification_id)
+    durable = await NotificationHistory(engine).get(n.notification_id)
+    assert hot is not None
+    assert durable is not None
+    assert durable.model_dump() == hot.model_dump()
+    assert durable.owner == "svc"
+
+
+async def test_recording_is_idempotent_and_order_independent(store, redis, keys, engine):
+    n = _new()
+    await store.create(n)
+    await store.transition(n.notification_id, Status.PROCESSING, event="p", service="t")
+    await store.transition(n.notification_id, Status.DELIVERED, event="d", service="t")
+    entries = await _stream(redis, keys)
+    await write_batch(engine, entries[2:])  # the newest first
+    await write_batch(engine, entries[:2])  # then older ones: they must not win
+    await write_batch(engine, entries)  # and everything again (a redelivery): nothing doubles
+    record = await NotificationHistory(engine).get(n.notification_id)
+    assert record is not None
+    assert record.status is Status.DELIVERED
+    assert [e.event for e in record.timeline] == ["accepted", "p", "d"]
+
+
+async def test_a_withdrawn_notification_leaves_nothing_but_a_retry_is_recorded(
+    store, redis, keys, engine
+):
+    n = _new()
+    await store.create(n)
+    await store.delete(n)  # the broker did not confirm: never accepted
+    first = await _stream(redis, keys)
+    await store.create(n)  # the client's retry (the same notification id), confirmed this time
+    retry = (await _stream(redis, keys))[len(first) :]
+    assert isinstance(first[-1], Tombstone)
+    history = NotificationHistory(engine)
+    await write_batch(engine, first[:1])  # the create was recorded before the tombstone came
+    assert await history.get(n.notification_id) is not None
+    await write_batch(engine, first[1:])
+    assert await history.get(n.notification_id) is None
+    await write_batch(engine, first[:1])  # the old create arriving late changes nothing
+    assert await history.get(n.notification_id) is None
+    await write_batch(engine, retry)
+    record = await history.get(n.notification_id)
+    assert record is not None
+    assert [e.event for e in record.timeline] == ["accepted"]
+
+
+async def test_the_recorder_empties_the_stream_and_shares_it_with_others(
+    store, redis, keys, engine
+):
+    a = HistoryRecorder(redis, engine, keys.history_stream(), consumer="a", block_ms=10, batch=7)
+    b = HistoryRecorder(redis, engine, keys.history_stream(), consumer="b", block_ms=10, batch=7)
+    created = [_new() for _ in range(40)]
+    for n in created:
+        await store.create(n)
+    await a.start()
+    await b.start()
+    try:
+        for _ in range(200):
+            if await redis.xlen(keys.history_stream()) == 0:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await a.stop()
+        await b.stop()
+    assert await redis.xlen(keys.history_stream()) == 0
+    _, total = await NotificationHistory(engine).search(limit=1)
+    assert total == 40
+
+
+async def test_a_crashed_recorders_entries_are_taken_over(store, redis, keys, engine):
+    n = _new()
+    await store.create(n)
+    crashed = HistoryRecorder(redis, engine, keys.history_stream(), consumer="crashed")
+    await crashed._ensure_group()
+    await crashed._read(">", block_ms=10)  # read, then died before writing and acknowledging
+    survivor = HistoryRecorder(
+        redis, engine, keys.history_stream(), consumer="survivor", block_ms=10, claim_idle_ms=0
+    )
+    assert await survivor.record_once(block_ms=10) == 1
+    assert await NotificationHistory(engine).get(n.notification_id) is not None
+
+
+async def test_notifications_past_the_retention_are_purged(store, redis, keys, engine):
+    old, recent = _new(minutes_ago=3 * 24 * 60), _new()
+    for n in (old, recent):
+        await store.create(n)
+    recorder = HistoryRecorder(
+        redis, engine, keys.history_stream(), consumer="r", block_ms=10, retention=timedelta(days=2)
+    )
+    await drain(recorder)
+    await recorder._purge_if_due()
+    history = NotificationHistory(engine)
+    assert await history.get(old.notification_id) is None
+    assert await history.get(recent.notification_id) is not None
+
+
+async def test_statuses_and_timelines_survive_redis_losing_its_data(
+    gateway, mint, redis, gateway_settings
+):
+    """Every key of the deployment deleted (as a Redis that lost its data): reads still answer,
+    by notification id, by request id and in lists, with the same statuses and timelines."""
+    headers = mint.headers("service", sub="svc")
+    sent = [await _send(gateway, mint) for _ in range(5)]
+    nid = sent[0]["notification_id"]
+    report = {
+        "notification_id": nid,
+        "status": "delivered",
+        "timestamp": datetime.now(UTC).isoformat(),
+    }
+    assert (
+        await gateway.post("/api/v1/email/status/", json=report, headers=headers)
+    ).status_code == 200
+    await recorded(gateway, *sent)
+    await asyncio.sleep(0.2)  # the receipt's entry, too
+    before = {
+        s["notification_id"]: (
+            await gateway.get(f"/api/v1/notifications/{s['notification_id']}", headers=headers)
+        ).json()["data"]
+        for s in sent
+    }
+    async for key in redis.scan_iter(match=f"{gateway_settings.redis_key_prefix}*"):
+        await redis.delete(key)
+
+    for s in sent:
+        by_id = await gateway.get(f"/api/v1/notifications/{s['notification_id']}", headers=headers)
+        by_request = await gateway.get(f"/api/v1/notifications/{s['request_id']}", headers=headers)
+        assert by_id.status_code == by_request.status_code == 200
+        assert by_id.json()["data"] == before[s["notification_id"]]
+        assert by_request.json()["data"] == before[s["notification_id"]]
+    assert before[nid]["status"] == "delivered"
+    assert [e["event"] for e in before[nid]["timeline"]] == ["accepted", "receipt"]
+    listed = await gateway.get("/api/v1/notifications/", params={"limit": 10}, headers=headers)
+    assert {n["notification_id"] for n in listed.json()["data"]} == set(before)
+    assert {n["notification_id"]: n["status"] for n in listed.json()["data"]} == {
+        k: v["status"] for k, v in before.items()
+    }
+
+
+async def test_redis_stays_flat_under_steady_load_while_the_log_keeps_everything(
+    redis, keys, engine
+):
+    """Five simulated days of steady load, each day 1 s of retention: what Redis holds for the
+    deployment stays the same size day after day (no index grows), and PostgreSQL has it all."""
+    store = RedisStatusStore(redis, keys, retention_seconds=1)
+    recorder = HistoryRecorder(redis, engine, keys.history_stream(), consumer="r", block_ms=10)
+    per_day, sizes = 60, []
+    for _day in range(5):
+        for _ in range(per_day):
+            n = _new()
+            await store.create(n)
+            await store.transition(n.notification_id, Status.PROCESSING, event="p", service="t")
+            await store.transition(n.notification_id, Status.DELIVERED, event="d", service="t")
+        await drain(recorder)
+        await asyncio.sleep(1.2)  # the day is over: its records are past the retention
+        sizes.append(len([k async for k in redis.scan_iter(match=f"{keys.prefix}*")]))
+    assert max(sizes) <= 2  # nothing left but the (empty) history stream and its group
+    assert await redis.xlen(keys.history_stream()) == 0
+    _, total = await NotificationHistory(engine).search(limit=1)
+    assert total == 5 * per_day
