@@ -36,6 +36,9 @@ class ReceivedMail:
     html: str | None
     headers: dict[str, str]
     received_at: float = field(default_factory=time.time)
+    mail_options: tuple[str, ...] = ()
+    eight_bit: bool = False
+    """Whether the DATA carried bytes above 127 (only allowed with BODY=8BITMIME)."""
 
 
 def _parts(message: EmailMessage) -> tuple[str | None, str | None]:
@@ -95,6 +98,8 @@ class SinkHandler:
             text=text,
             html=html,
             headers={k: str(v) for k, v in message.items()},
+            mail_options=tuple(envelope.mail_options),
+            eight_bit=not content.isascii(),
         )
         with self._lock:
             self.mails.append(mail)

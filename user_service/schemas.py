@@ -112,6 +112,11 @@ class PushTokenCreate(RequestBody):
     token: DeviceToken
     platform: Platform | None = None
     device_name: DeviceName | None = None
+    take_over: StrictBool = Field(
+        default=False,
+        description="Admins only: move the token even if another user holds it (a handed-over "
+        "device). Otherwise a token another user holds is refused with 409 push_token_in_use.",
+    )
 
 
 class PushTokenInvalidate(RequestBody):

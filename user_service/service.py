@@ -213,7 +213,7 @@ class UserService:
             raise Conflict("This email is already registered.", code="email_taken") from exc
         self.touched.add(user.id)
         if data.push_token:
-            await self._attach_push_token(user, PushTokenCreate(token=data.push_token))
+            await self._attach_push_token(user, PushTokenCreate(token=data.push_token), actor)
         log.info("user.registered", user_id=str(user.id), role=user.role)
         return user
 
@@ -316,12 +316,16 @@ class UserService:
     ) -> PushTokenOut:
         ensure_may_change(actor, user_id)
         user = await self.get(user_id, for_update=True)
-        token = await self._attach_push_token(user, data)
+        token = await self._attach_push_token(user, data, actor)
         return _push_token_out(token)
 
-    async def _attach_push_token(self, user: User, data: PushTokenCreate) -> PushToken:
-        """Add ``data.token`` to ``user``: idempotent for their own token; a token another user
-        held moves here (one device, one owner); a pruned token comes back to life."""
+    async def _attach_push_token(
+        self, user: User, data: PushTokenCreate, actor: Principal | None
+    ) -> PushToken:
+        """Add ``data.token`` to ``user``: idempotent for their own token; a pruned token comes
+        back to life. A token another user holds live is refused (whoever learned it could
+        otherwise take that user's notifications away), unless an admin moves it on purpose
+        with ``take_over``; then it moves, and the log says who moved it from whom."""
         now = utcnow()
         token = await repository.push_token_by_value(self.session, data.token, for_update=True)
         if token is None:
@@ -343,8 +347,22 @@ class UserService:
                 if token is None:
                     raise
         if token.user_id != user.id:
+            if token.pruned_at is None and not (
+                data.take_over and actor is not None and actor.is_admin
+            ):
+                raise Conflict(
+                    "This device token is registered to another user. Remove it there first "
+                    "(an admin may move it with take_over).",
+                    code="push_token_in_use",
+                )
             self.touched.add(token.user_id)
-            log.info("user.push_token_moved", token_id=str(token.id), to_user=str(user.id))
+            log.warning(
+                "user.push_token_moved",
+                token_id=str(token.id),
+                from_user=str(token.user_id),
+                to_user=str(user.id),
+                by=actor.sub if actor is not None else None,
+            )
             token.user_id = user.id
             token.created_at = now
         token.pruned_at = None

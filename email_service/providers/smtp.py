@@ -15,12 +15,14 @@ so it is an unknown outcome (``OutcomeUnknown``), never resent and never failed 
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import time
 from dataclasses import dataclass
 from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
+from email.policy import Policy
 from email.utils import formatdate, parseaddr
 from typing import Any
 
@@ -101,15 +103,22 @@ class SmtpProvider:
         return await self._connect()
 
     async def send(self, payload: OutgoingEmail, commit: Commit | None = None) -> SendResult:
-        data = dot_stuffed(to_mime(payload).as_bytes(policy=policy.SMTP))
+        data = encode(payload, eight_bit=True)
         envelope_from = parseaddr(payload.sender)[1]
         async with self._slots:
             conn: _Connection | None = None
             try:
                 conn = await self._checkout()
+                options: list[str] = []
+                if not data.isascii():
+                    if conn.client.supports_extension("8bitmime"):
+                        options = ["BODY=8BITMIME"]  # RFC 6152: say so before sending 8-bit
+                    else:
+                        data = encode(payload, eight_bit=False)  # the relay takes 7-bit only
                 await _transaction(
                     conn.client,
                     envelope_from,
+                    options,
                     payload.to_address,
                     data,
                     commit,
@@ -182,6 +191,7 @@ class _PastPointOfNoReturn(Exception):
 async def _transaction(
     client: aiosmtplib.SMTP,
     sender: str,
+    mail_options: list[str],
     recipient: str,
     data: bytes,
     commit: Commit | None,
@@ -206,7 +216,7 @@ async def _transaction(
     in the kernel, a timeout (``data_timeout``: RFC 5321 gives the relay 10 minutes) or a broken
     connection is an unknown outcome, raised as :class:`_PastPointOfNoReturn`.
     """
-    await client.mail(sender)
+    await client.mail(sender, options=mail_options)
     await client.rcpt(recipient)
     start = await client.execute_command(b"DATA")
     if start.code != 354:
@@ -275,16 +285,35 @@ def dot_stuffed(message: bytes) -> bytes:
     return b"".join((b"." + line if line.startswith(b".") else line) + b"\r\n" for line in lines)
 
 
-def to_mime(email: OutgoingEmail) -> EmailMessage:
+def encode(email: OutgoingEmail, *, eight_bit: bool) -> bytes:
+    """The message as DATA lines: 8-bit text parts where the relay takes them (8BITMIME), else
+    quoted-printable/base64 (7-bit)."""
+    generator_policy = policy.SMTP if eight_bit else policy.SMTP.clone(cte_type="7bit")
+    mime = to_mime(email, generator_policy)
+    return dot_stuffed(mime.as_bytes(policy=generator_policy))
+
+
+# Characters that end a line somewhere (str.splitlines: \n \r \v \f \x1c-\x1e \x85 \u2028
+# \u2029) or are otherwise control characters: in a header value they would make the standard
+# library refuse the message on every attempt, so they become spaces.
+_NOT_IN_A_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def header_text(value: str) -> str:
+    """A header value (subject, display name) on one line, without control characters."""
+    return _NOT_IN_A_HEADER.sub(" ", value).strip()
+
+
+def to_mime(email: OutgoingEmail, mime_policy: Policy = policy.default) -> EmailMessage:
     """A multipart/alternative message: plain text first, HTML as the preferred alternative."""
-    mail = EmailMessage()
-    mail["From"] = email.sender
-    mail["To"] = Address(display_name=email.to_name, addr_spec=email.to_address)
-    mail["Subject"] = email.subject
+    mail = EmailMessage(policy=mime_policy)
+    mail["From"] = header_text(email.sender)
+    mail["To"] = Address(display_name=header_text(email.to_name), addr_spec=email.to_address)
+    mail["Subject"] = header_text(email.subject)
     mail["Date"] = formatdate(localtime=False)
     mail["Message-ID"] = email.message_id
     for name, value in email.headers.items():
-        mail[name] = value
+        mail[name] = header_text(value)
     mail.set_content(email.text)
     if email.html:
         mail.add_alternative(email.html, subtype="html")

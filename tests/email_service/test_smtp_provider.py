@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from email import message_from_bytes
+from email import policy as email_policy
 
 import pytest
 
@@ -231,3 +233,79 @@ async def test_a_send_that_fails_after_taking_a_commit_connection_gives_it_back(
         server.close()
         await provider.close()
         await marks.aclose()
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\r\n"])
+async def test_line_breaks_in_a_subject_or_name_are_flattened_not_fatal(sink, provider, separator):
+    email = OutgoingEmail(
+        **{
+            **mail().__dict__,
+            "subject": f"Your order{separator}has shipped",
+            "to_name": f"Ada{separator}Lovelace",
+        }
+    )
+    await provider.send(email)
+    [received] = await sink.wait_for(1)
+    assert received.subject == "Your order has shipped"
+    assert received.headers["To"] == "Ada Lovelace <ada@example.com>"
+
+
+async def test_an_8bit_body_is_declared_with_body_8bitmime(sink, provider):
+    await provider.send(mail(1))  # plain ASCII: nothing to declare
+    email = OutgoingEmail(**{**mail(2).__dict__, "text": "Olá, até já — ünïcødé", "html": None})
+    await provider.send(email)
+    ascii_mail, accented = await sink.wait_for(2)
+    assert ascii_mail.mail_options == ()
+    assert accented.eight_bit
+    assert "BODY=8BITMIME" in accented.mail_options
+    assert accented.text.strip() == "Olá, até já — ünïcødé"
+
+
+async def _relay_without_8bitmime(reader, writer, received: list[bytes]):
+    """A relay that does not offer 8BITMIME: everything it is given must be 7-bit."""
+    writer.write(b"220 relay ready\r\n")
+    data: list[bytes] = []
+    in_data = False
+    while line := await reader.readline():
+        if in_data:
+            if line == b".\r\n":
+                received.append(b"".join(data))
+                in_data = False
+                writer.write(b"250 queued\r\n")
+            else:
+                data.append(line)
+        elif line[:4].upper() in (b"EHLO", b"HELO"):
+            writer.write(b"250-relay\r\n250 SIZE 1000000\r\n")
+        elif line[:4].upper() == b"DATA":
+            in_data = True
+            writer.write(b"354 go ahead\r\n")
+        elif line[:4].upper() == b"MAIL":
+            received.append(line)
+            writer.write(b"250 ok\r\n")
+        elif line[:4].upper() == b"QUIT":
+            writer.write(b"221 bye\r\n")
+            break
+        else:
+            writer.write(b"250 ok\r\n")
+        await writer.drain()
+    writer.close()
+
+
+async def test_an_8bit_body_is_sent_7bit_to_a_relay_without_8bitmime():
+    received: list[bytes] = []
+    server = await asyncio.start_server(
+        lambda r, w: _relay_without_8bitmime(r, w, received), "127.0.0.1", 0
+    )
+    port = server.sockets[0].getsockname()[1]
+    provider = SmtpProvider(SmtpConfig(name="smtp", host="127.0.0.1", port=port, timeout=2))
+    try:
+        email = OutgoingEmail(**{**mail().__dict__, "text": "Olá — até já", "html": None})
+        await provider.send(email)
+        mail_from, data = received
+        assert b"BODY=8BITMIME" not in mail_from
+        assert data.isascii()
+        decoded = message_from_bytes(data, policy=email_policy.default)
+        assert decoded.get_content().strip() == "Olá — até já"
+    finally:
+        await provider.close()
+        server.close()

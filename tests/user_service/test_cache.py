@@ -90,17 +90,20 @@ async def test_registration_bumps_the_new_users_versions(client, redis, keys):
     assert await _versions(redis, keys, user["id"]) == (1, 1)
 
 
-async def test_moving_a_device_bumps_both_owners(client, alice, bob, redis, keys):
+async def test_moving_a_device_bumps_both_owners(client, alice, bob, redis, keys, admin_headers):
     await client.post(
         f"/api/v1/users/{alice.id}/push-tokens", json={"token": "c-moving"}, headers=alice.headers
     )
     alice_before = await _versions(redis, keys, alice.id)
     bob_before = await _versions(redis, keys, bob.id)
 
-    await client.post(
-        f"/api/v1/users/{bob.id}/push-tokens", json={"token": "c-moving"}, headers=bob.headers
+    moved = await client.post(
+        f"/api/v1/users/{bob.id}/push-tokens",
+        json={"token": "c-moving", "take_over": True},
+        headers=admin_headers,
     )
 
+    assert moved.status_code == 201
     assert await _versions(redis, keys, alice.id) == (alice_before[0] + 1, alice_before[1] + 1)
     assert await _versions(redis, keys, bob.id) == (bob_before[0] + 1, bob_before[1] + 1)
 

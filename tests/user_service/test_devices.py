@@ -60,14 +60,33 @@ async def test_adding_the_same_token_again_is_idempotent(client, alice):
     assert await _listed(client, alice) == ["tok-same"]
 
 
-async def test_a_token_of_another_user_moves_to_the_new_owner(client, alice, bob):
+async def test_a_token_another_user_holds_is_refused_not_silently_moved(client, alice, bob):
     await _add(client, alice, "tok-shared-device")
 
-    moved = await _add(client, bob, "tok-shared-device")
+    taken = await client.post(
+        _tokens_url(bob.id),
+        json={"token": "tok-shared-device", "take_over": True},  # only admins may take over
+        headers=bob.headers,
+    )
 
+    assert taken.status_code == 409
+    assert taken.json()["error"] == "push_token_in_use"
+    assert await _listed(client, alice) == ["tok-shared-device"]
+    assert await _listed(client, bob) == []
+
+
+async def test_an_admin_moves_a_handed_over_device_on_purpose(client, alice, bob, admin_headers):
+    await _add(client, alice, "tok-shared-device")
+
+    moved = await client.post(
+        _tokens_url(bob.id),
+        json={"token": "tok-shared-device", "take_over": True},
+        headers=admin_headers,
+    )
+
+    assert moved.status_code == 201, moved.text
     assert await _listed(client, alice) == []
     assert await _listed(client, bob) == ["tok-shared-device"]
-    assert moved["token"] == "tok-shared-device"
 
 
 async def test_removing_a_device(client, alice, bob):
@@ -193,6 +212,10 @@ async def test_the_same_token_added_concurrently_ends_with_one_owner(client, ali
         )
     )
 
-    assert [r.status_code for r in responses] == [201] * 4
+    # whoever registered it first owns it; the other user is told it is taken
+    assert {r.status_code for r in responses} <= {201, 409}
     owners = [await _listed(client, alice), await _listed(client, bob)]
     assert sorted(owners) == [[], ["tok-race"]]
+    winner = alice if owners[0] else bob
+    for who, response in zip((alice, bob, alice, bob), responses, strict=True):
+        assert response.status_code == (201 if who is winner else 409)
