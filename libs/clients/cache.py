@@ -30,6 +30,9 @@ CACHE_LOOKUPS = Counter(
 T = TypeVar("T")
 
 _READ = lua_script(__file__, "cache_read.lua")
+_BUMP = lua_script(__file__, "cache_bump.lua")
+
+VERSION_KEEP_SECONDS = 7 * 86400
 
 
 class VersionedCache:
@@ -37,13 +40,18 @@ class VersionedCache:
         self._redis = redis
         self._keys = keys
         self._read = redis.register_script(_READ)
+        self._bump = redis.register_script(_BUMP)
 
     async def read(
         self, kind: str, ident: str, extra: str = ""
     ) -> tuple[int, dict[str, Any] | None]:
         version_raw, raw = await self._read(
             keys=[self._keys.cache_version(kind, ident)],
-            args=[self._keys.cache_stem(kind, ident), self._keys.cache_suffix(extra)],
+            args=[
+                self._keys.cache_stem(kind, ident),
+                self._keys.cache_suffix(extra),
+                VERSION_KEEP_SECONDS,
+            ],
         )
         version = int(version_raw)
         return version, (orjson.loads(raw) if raw else None)
@@ -54,13 +62,11 @@ class VersionedCache:
         entry = orjson.dumps({"data": data, "fetched_at": time.time()})
         await self._redis.set(self._keys.cache(kind, ident, version, extra), entry, ex=stale_ttl)
 
-    async def bump(self, kind: str, ident: str, keep_seconds: int = 7 * 86400) -> int:
+    async def bump(self, kind: str, ident: str, keep_seconds: int = VERSION_KEEP_SECONDS) -> int:
         """Invalidate every cached entry of ``kind``/``ident`` (called by the owning service)."""
-        key = self._keys.cache_version(kind, ident)
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.incr(key)
-        pipe.expire(key, keep_seconds)
-        version, _ = await pipe.execute()
+        version = await self._bump(
+            keys=[self._keys.cache_version(kind, ident)], args=[keep_seconds]
+        )
         return int(version)
 
     async def get_through(
