@@ -30,7 +30,7 @@ from libs.http.lifespan import (
 )
 from libs.http.state import lifespan_state
 from libs.messaging.consumer import QueueConsumer
-from libs.messaging.topology import FAILED_QUEUE
+from libs.messaging.topology import FAILED_QUEUE, PARKED_ROUTING_KEY
 from libs.storage.redis import Keys
 from libs.storage.status_store import RedisStatusStore
 
@@ -89,6 +89,7 @@ def create_app(settings: DlqSettings | None = None) -> FastAPI:
                 parse=accept_any_body,
                 handler=StoreFailedMessage(dlq, stopping),
                 service=settings.service_name,
+                dead_letter_routing_key=PARKED_ROUTING_KEY,
                 prefetch=settings.consumer_prefetch,
             )
             await consumer.start()

@@ -19,7 +19,8 @@ from typing import Protocol
 
 import structlog
 from redis.exceptions import RedisError
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -148,7 +149,8 @@ class DlqService:
         try:
             async with self._sessions() as session, session.begin():
                 yield session
-        except (SQLAlchemyError, OSError) as exc:
+        except (OperationalError, InterfaceError, SQLAlchemyTimeoutError, OSError) as exc:
+            # the database is away or overloaded; any other error is about what was written
             raise StorageUnavailable(f"The database is unavailable: {type(exc).__name__}") from exc
 
     # -- intake ---------------------------------------------------------------------------------
@@ -409,7 +411,8 @@ async def archive_expired(
                     repository.add_event(
                         session, failed_id, AuditAction.ARCHIVED, SYSTEM_ACTOR, now, "retention"
                     )
-        except (SQLAlchemyError, OSError) as exc:
+        except (OperationalError, InterfaceError, SQLAlchemyTimeoutError, OSError) as exc:
+            # the database is away or overloaded; any other error is about what was written
             raise StorageUnavailable(f"The database is unavailable: {type(exc).__name__}") from exc
         for _, channel in rows:
             metrics.ARCHIVED.labels(metrics.channel_label(channel)).inc()

@@ -63,7 +63,10 @@ class QueueConsumer(Generic[M]):
         retry_policy: RetryPolicy | None = None,
         delay_queue: DelayQueueName | None = None,
         on_dead_letter: FailureHook[M] | None = None,
+        dead_letter_routing_key: str = FAILED_ROUTING_KEY,
     ) -> None:
+        """``dead_letter_routing_key``: where a DeadLetter goes on the dead-letter exchange
+        (``failed.queue``; the failed.queue consumer itself parks in ``failed.parked``)."""
         self._connection = connection
         self._publisher = publisher
         self._queue_name = queue
@@ -74,6 +77,7 @@ class QueueConsumer(Generic[M]):
         self._policy = retry_policy
         self._delay_queue = delay_queue
         self._on_dead_letter = on_dead_letter
+        self._dead_letter_routing_key = dead_letter_routing_key
         self._amqp_channel: AbstractChannel | None = None
         self._consumer_tag: str | None = None
         self._in_flight = 0
@@ -272,7 +276,7 @@ class QueueConsumer(Generic[M]):
         try:
             await self._publisher.publish(
                 exchange=DEAD_LETTER_EXCHANGE,
-                routing_key=FAILED_ROUTING_KEY,
+                routing_key=self._dead_letter_routing_key,
                 body=raw.body,
                 message_id=raw.message_id or "",
                 correlation_id=raw.correlation_id,

@@ -29,6 +29,10 @@ DIRECT_EXCHANGE = "notifications.direct"
 DEAD_LETTER_EXCHANGE = "notifications.dlx"
 FAILED_QUEUE = "failed.queue"
 FAILED_ROUTING_KEY = "failed"
+PARKED_QUEUE = "failed.parked"
+"""Where dlq_service puts a failed message it cannot store (a deterministic error, after a few
+tries): kept, never consumed automatically; an operator moves it back once the cause is fixed."""
+PARKED_ROUTING_KEY = "parked"
 
 QueueType = Literal["classic", "quorum"]
 
@@ -117,6 +121,9 @@ def build_topology(
             )
     queues.append(
         QueueSpec(FAILED_QUEUE, dict(base), ((DEAD_LETTER_EXCHANGE, FAILED_ROUTING_KEY),))
+    )
+    queues.append(
+        QueueSpec(PARKED_QUEUE, dict(base), ((DEAD_LETTER_EXCHANGE, PARKED_ROUTING_KEY),))
     )
     return Topology(
         exchanges=(ExchangeSpec(DIRECT_EXCHANGE), ExchangeSpec(DEAD_LETTER_EXCHANGE)),

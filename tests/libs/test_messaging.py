@@ -19,6 +19,8 @@ from libs.messaging.topology import (
     DEAD_LETTER_EXCHANGE,
     DIRECT_EXCHANGE,
     FAILED_QUEUE,
+    PARKED_QUEUE,
+    PARKED_ROUTING_KEY,
     build_topology,
     delay_queue,
 )
@@ -359,4 +361,30 @@ async def test_requeue_gives_the_message_back_untouched(broker):
         await asyncio.sleep(0.05)
     await consumer.stop()
     assert seen == [False, True]  # the same message came back from the broker, not a copy
+    assert await queue_depth(connection, FAILED_QUEUE) == 0
+
+
+async def test_the_failed_queue_consumer_parks_instead_of_dead_lettering_to_itself(broker):
+    connection, publisher = broker
+
+    async def unstorable(delivery):
+        return DeadLetter("unstorable", "DataError: value out of range", "Unstorable")
+
+    consumer = QueueConsumer(
+        connection=connection,
+        publisher=publisher,
+        queue=FAILED_QUEUE,
+        parse=lambda body: body,
+        handler=unstorable,
+        service="dlq_service",
+        dead_letter_routing_key=PARKED_ROUTING_KEY,
+    )
+    await consumer.start()
+    await publisher.publish(
+        exchange=DEAD_LETTER_EXCHANGE, routing_key="failed", body=b"{}", message_id="odd"
+    )
+    parked = await get_one(connection, PARKED_QUEUE, timeout=5)
+    await consumer.stop()
+    assert parked.message_id == "odd"
+    assert parked.headers[H.FAILURE_REASON] == "unstorable"
     assert await queue_depth(connection, FAILED_QUEUE) == 0
