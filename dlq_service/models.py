@@ -28,6 +28,9 @@ from sqlmodel import Field, SQLModel
 
 class FailedState(StrEnum):
     PENDING = "pending"
+    REPUBLISHING = "republishing"
+    """Claimed for a republish (committed before the publish): not republishable again until the
+    outcome is recorded, so a database failure after the publish cannot lead to a second one."""
     REPUBLISHED = "republished"
     DISCARDED = "discarded"
     ARCHIVED = "archived"
@@ -52,7 +55,7 @@ class FailedMessage(SQLModel, table=True):
     __tablename__ = "failed_messages"
     __table_args__ = (
         CheckConstraint(
-            "state IN ('pending', 'republished', 'discarded', 'archived')",
+            "state IN ('pending', 'republishing', 'republished', 'discarded', 'archived')",
             name="ck_failed_messages_state",
         ),
         UniqueConstraint("fingerprint", name="uq_failed_messages_fingerprint"),

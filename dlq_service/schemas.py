@@ -36,7 +36,7 @@ def _as_utc(value: datetime | None) -> datetime | None:
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
-StateFilter = Literal["pending", "republished", "discarded", "archived", "all"]
+StateFilter = Literal["pending", "republishing", "republished", "discarded", "archived", "all"]
 
 
 class FailureFilter(BaseModel):

@@ -101,6 +101,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+REPUBLISH_CLAIM_STALE = timedelta(minutes=5)
+
+
 @dataclass(frozen=True)
 class Republished:
     message: FailedMessage
@@ -234,11 +237,10 @@ class DlqService:
 
     async def republish(self, failed_id: uuid.UUID, actor: str) -> Republished:
         """Put one failed message back on its work queue (broker-confirmed), then mark it."""
-        async with self._transaction() as session:
-            row = await repository.get(session, failed_id, for_update=True)
-            if row is None:
-                raise NotFound(f"No failed message {failed_id}.")
-            status_reset = await self._republish_row(session, row, actor, note=None)
+        row = await self._claim_for_republish(failed_id, bulk=False)
+        if row is None:
+            raise NotFound(f"No failed message {failed_id}.")
+        status_reset = await self._republish_claimed(row, actor, note=None)
         return Republished(message=row, status_reset=status_reset)
 
     async def republish_many(
@@ -271,14 +273,11 @@ class DlqService:
         for index, candidate in enumerate(candidates):
             await self._pacer.wait()
             try:
-                async with self._transaction() as session:
-                    row = await repository.get(
-                        session, candidate, for_update=True, skip_locked=True
-                    )
-                    if row is None or row.state != FailedState.PENDING or not row.republishable:
-                        result.skipped += 1  # taken meanwhile by another request
-                        continue
-                    await self._republish_row(session, row, actor, note="bulk")
+                row = await self._claim_for_republish(candidate, bulk=True)
+                if row is None:
+                    result.skipped += 1  # taken meanwhile by another request
+                    continue
+                await self._republish_claimed(row, actor, note="bulk")
             except (BrokerUnavailable, StorageUnavailable) as exc:
                 result.failed = len(candidates) - index
                 log.warning(
@@ -297,17 +296,45 @@ class DlqService:
         )
         return result
 
-    async def _republish_row(
-        self, session: AsyncSession, row: FailedMessage, actor: str, note: str | None
-    ) -> bool:
+    async def _claim_for_republish(
+        self, failed_id: uuid.UUID, *, bulk: bool
+    ) -> FailedMessage | None:
+        """Mark the row ``republishing`` and commit, before anything is published: whatever
+        happens next, nobody else republishes it meanwhile. None if there is no such row (or, in
+        bulk, another request holds or took it)."""
+        async with self._transaction() as session:
+            row = await repository.get(session, failed_id, for_update=True, skip_locked=bulk)
+            if row is None:
+                return None
+            if bulk and (row.state != FailedState.PENDING or not row.republishable):
+                return None
+            self._check_republishable(row)
+            row.state = FailedState.REPUBLISHING.value
+            row.last_republished_at = self._clock()
+            session.add(row)
+        return row
+
+    def _check_republishable(self, row: FailedMessage) -> None:
         if row.state == FailedState.DISCARDED:
             raise NotRepublishable("A discarded message cannot be republished.")
+        if row.state == FailedState.REPUBLISHING and not self._stale_claim(row):
+            raise NotRepublishable(
+                "This message is being republished; its outcome is being recorded.",
+            )
         if not row.republishable or row.channel is None:
             raise NotRepublishable(
                 "This message cannot be republished: its body does not parse as a notification "
                 "or its channel is unknown."
             )
-        channel = Channel(row.channel)
+
+    def _stale_claim(self, row: FailedMessage) -> bool:
+        """A ``republishing`` claim whose outcome was never recorded (the process or the
+        database failed): an operator may republish it again by id, knowingly."""
+        claimed = row.last_republished_at
+        return claimed is None or self._clock() - claimed > REPUBLISH_CLAIM_STALE
+
+    async def _republish_claimed(self, row: FailedMessage, actor: str, note: str | None) -> bool:
+        channel = Channel(str(row.channel))
         body = decode_body(row.body, row.body_encoding)
         number = row.republish_count + 1
         header_number = republish_number(row.headers, row.republish_count)
@@ -327,17 +354,28 @@ class DlqService:
         except PublishFailed as exc:
             if status_reset:
                 await self._restore_failed_status(row)
+            await self._release_claim(row)
             raise BrokerUnavailable(
                 "The message broker did not confirm the message; it stays pending."
             ) from exc
+        metrics.REPUBLISHED.labels(channel.value).inc()
         now = self._clock()
+        try:
+            async with self._transaction() as session:
+                stored = await repository.get(session, row.id, for_update=True)
+                if stored is not None:
+                    stored.state = FailedState.REPUBLISHED.value
+                    stored.republish_count = number
+                    stored.last_republished_at = now
+                    session.add(stored)
+                    repository.add_event(session, row.id, AuditAction.REPUBLISHED, actor, now, note)
+        except StorageUnavailable:
+            # Published, and the database did not take the record of it: the row stays
+            # ``republishing``, so it is not republished a second time by mistake.
+            log.error("dlq.republish_not_recorded", failed_id=str(row.id), actor=actor)
         row.state = FailedState.REPUBLISHED.value
         row.republish_count = number
         row.last_republished_at = now
-        session.add(row)
-        repository.add_event(session, row.id, AuditAction.REPUBLISHED, actor, now, note)
-        await session.flush()
-        metrics.REPUBLISHED.labels(channel.value).inc()
         log.info(
             "dlq.republished",
             failed_id=str(row.id),
@@ -347,6 +385,18 @@ class DlqService:
             actor=actor,
         )
         return status_reset
+
+    async def _release_claim(self, row: FailedMessage) -> None:
+        """The publish was not confirmed: the row is pending again (best effort: if the database
+        is away too, it stays ``republishing`` until an operator republishes it)."""
+        try:
+            async with self._transaction() as session:
+                stored = await repository.get(session, row.id, for_update=True)
+                if stored is not None and stored.state == FailedState.REPUBLISHING:
+                    stored.state = FailedState.PENDING.value
+                    session.add(stored)
+        except StorageUnavailable:
+            log.error("dlq.republish_claim_not_released", failed_id=str(row.id))
 
     async def _reset_status(self, row: FailedMessage) -> bool:
         if row.notification_id is None:

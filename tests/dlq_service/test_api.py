@@ -207,7 +207,13 @@ async def test_stats_count_by_state_channel_and_reason_and_feed_the_gauge(
     assert response.status_code == 200, response.text
     stats = response.json()["data"]
     assert stats["total"] == 5
-    assert stats["by_state"] == {"pending": 4, "republished": 0, "discarded": 1, "archived": 0}
+    assert stats["by_state"] == {
+        "pending": 4,
+        "republishing": 0,
+        "republished": 0,
+        "discarded": 1,
+        "archived": 0,
+    }
     assert stats["by_channel"] == {"email": 3, "push": 2}
     assert stats["by_reason"] == {
         "retries_exhausted": 3,

@@ -27,6 +27,7 @@ from tests.dlq_service.helpers import (
     queue_depth,
     running,
 )
+from tests.support.proxy import TcpProxy
 
 
 @pytest.fixture
@@ -268,3 +269,43 @@ async def test_bulk_republish_validates_its_request(dlq: Harness) -> None:
         response = await dlq.post("/api/v1/failed/republish", json=body)
         assert response.status_code == 422, (body, response.text)
         assert response.json()["error"] == "validation_error"
+
+
+async def test_a_republish_whose_record_cannot_be_committed_is_not_republished_twice(
+    settings_factory: Callable[..., DlqSettings],
+    dlq_database_url: str,
+    token_factory: Any,
+    amqp: AbstractRobustConnection,
+) -> None:
+    """The broker confirmed the republish, then the database went away before the row said so:
+    the row must not be pending again (a second republish would send the message twice)."""
+    proxy = await TcpProxy("127.0.0.1", 5432).start()
+    proxied = dlq_database_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    settings = settings_factory(database_url=proxied)
+    try:
+        async with running(settings, token_factory("admin", sub=ADMIN_SUB)) as dlq:
+            message = notification(Channel.EMAIL)
+            failed_id = await _store(dlq, message)
+            service = dlq.service
+            real = service._publisher  # our own publisher interface, wrapped to time the fault
+
+            class CutDatabaseAfterPublish:
+                async def publish(self, **kwargs: Any) -> None:
+                    await real.publish(**kwargs)
+                    await proxy.cut()
+
+            service._publisher = CutDatabaseAfterPublish()
+            response = await dlq.post(f"/api/v1/failed/{failed_id}/republish")
+            assert response.status_code == 200, response.text
+            service._publisher = real
+            await proxy.restore()
+
+            detail = (await dlq.get(f"/api/v1/failed/{failed_id}")).json()["data"]
+            assert detail["state"] == "republishing"  # claimed before the publish, never released
+            again = await dlq.post(f"/api/v1/failed/{failed_id}/republish")
+            assert again.status_code == 409
+            bulk = await dlq.post("/api/v1/failed/republish", json={"filter": {}})
+            assert bulk.json()["data"]["republished"] == 0
+            assert await queue_depth(amqp, "email.queue") == 1
+    finally:
+        await proxy.close()
