@@ -8,7 +8,7 @@ exchange notifications.dlx (durable)
   failed -> failed.queue (durable)
 ```
 
-Retries wait in per-delay queues (``email.retry.1000`` ...) that hold no consumer: each message
+Retries wait in per-delay queues (``email.delay.1000`` ...) that hold no consumer: each message
 carries its own (jittered) expiration, and when it expires the queue dead-letters it back to
 ``notifications.direct`` with the channel's routing key. Queues are named after their delay, so
 changing the configured delays adds queues instead of redeclaring one with other arguments.
@@ -46,7 +46,7 @@ def routing_key(channel: Channel) -> str:
 
 
 def delay_queue(channel: Channel, delay_ms: int) -> str:
-    return f"{channel.value}.retry.{delay_ms}"
+    return f"{channel.value}.delay.{delay_ms}"
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,10 @@ def build_topology(
                 QueueSpec(
                     delay_queue(channel, delay),
                     {
-                        **base,
+                        # Always quorum, whatever the work queues are: only a quorum queue
+                        # dead-letters at least once (a classic one drops a message it cannot
+                        # hand on), and every retry leaves its delay queue by dead-lettering.
+                        **_type_arguments("quorum"),
                         "x-dead-letter-exchange": DIRECT_EXCHANGE,
                         "x-dead-letter-routing-key": routing_key(channel),
                     },

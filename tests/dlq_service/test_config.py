@@ -43,7 +43,7 @@ def test_topology_matches_the_delivery_services_and_gateway() -> None:
         assert settings.topology() == topology
     names = {q.name for q in topology.queues}
     # configured delays, the claim-wait queue and the parking queues, for each channel
-    assert {"email.retry.1000", "email.retry.5000", "email.retry.2000", "push.retry.3000"} <= names
+    assert {"email.delay.1000", "email.delay.5000", "email.delay.2000", "push.delay.3000"} <= names
 
 
 def test_bad_values_are_refused() -> None:

@@ -62,10 +62,10 @@ async def test_two_instances_declare_the_same_topology_without_conflict(
         "email.queue",
         "push.queue",
         "failed.queue",
-        "email.retry.1000",
-        "email.retry.2000",
-        "email.retry.4000",
-        "push.retry.1500",
-        "push.retry.2000",
+        "email.delay.1000",
+        "email.delay.2000",
+        "email.delay.4000",
+        "push.delay.1500",
+        "push.delay.2000",
     ):
         assert await queue_depth(amqp, queue) == 0  # exists (a passive declare would fail)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import subprocess
 import uuid
 from datetime import UTC, datetime
 from functools import partial
@@ -86,7 +88,7 @@ async def test_declaring_the_topology_twice_never_fails(broker, amqp_url):
     await declare_topology(channel, TOPOLOGY)
     await channel.close()
     names = {q.name for q in TOPOLOGY.queues}
-    assert {"email.queue", "push.queue", "failed.queue", "email.retry.100"} <= names
+    assert {"email.queue", "push.queue", "failed.queue", "email.delay.100"} <= names
     for name in names:
         assert await queue_depth(connection, name) == 0
 
@@ -388,3 +390,41 @@ async def test_the_failed_queue_consumer_parks_instead_of_dead_lettering_to_itse
     assert parked.message_id == "odd"
     assert parked.headers[H.FAILURE_REASON] == "unstorable"
     assert await queue_depth(connection, FAILED_QUEUE) == 0
+
+
+async def test_a_retry_is_not_dropped_when_its_work_queue_cannot_take_it(broker, amqp_url):
+    """Delay queues dead-letter at least once: a message whose delay ends while its work queue
+    cannot take it (here: unbound) is held by the broker for dead-lettering, not dropped, as a
+    classic queue would (the broker hands it on when it retries; it does so every few minutes)."""
+    connection, publisher = broker
+    amqp_channel = await connection.channel()
+    exchange = await amqp_channel.get_exchange(DIRECT_EXCHANGE)
+    work = await amqp_channel.declare_queue("email.queue", passive=True)
+    await work.unbind(exchange, routing_key="email")
+    message = make_message()
+    delay = delay_queue(Channel.EMAIL, 100)
+    await publisher.publish(
+        exchange="",
+        routing_key=delay,
+        body=message.to_bytes(),
+        message_id=str(message.notification_id),
+        expiration_ms=50,
+    )
+    await asyncio.sleep(1.0)  # long expired, with nowhere to go
+    vhost = amqp_url.rsplit("/", 1)[1]
+    held = await asyncio.to_thread(_queue_info, vhost, delay)
+    assert held == {"messages": 0, "messages_dlx": 1}
+    await work.bind(exchange, routing_key="email")
+    await amqp_channel.close()
+
+
+def _queue_info(vhost: str, queue: str) -> dict[str, int]:
+    """Counters the broker keeps for a queue (messages_dlx: held for dead-lettering)."""
+    expression = (
+        f'{{ok, Q}} = rabbit_amqqueue:lookup(rabbit_misc:r(<<"{vhost}">>, queue, <<"{queue}">>)), '
+        "rabbit_amqqueue:info(Q, [messages, messages_dlx])."
+    )
+    out = subprocess.run(
+        ["rabbitmqctl", "-q", "eval", expression], capture_output=True, text=True, check=True
+    ).stdout
+    return {name: int(n) for name, n in re.findall(r"\{(\w+),(\d+)\}", out)}

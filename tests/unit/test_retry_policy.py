@@ -49,9 +49,13 @@ def test_work_queues_dead_letter_to_the_failed_queue(queue_type):
     email = topology.queue("email.queue")
     assert email.arguments["x-dead-letter-exchange"] == "notifications.dlx"
     assert email.arguments["x-queue-type"] == queue_type
-    retry = topology.queue("email.retry.1000")
+    retry = topology.queue(delay_queue(Channel.EMAIL, 1000))
     assert retry.arguments["x-dead-letter-exchange"] == "notifications.direct"
     assert retry.arguments["x-dead-letter-routing-key"] == "email"
+    # whatever the work queues are, a delay queue hands its messages on at least once
+    assert retry.arguments["x-queue-type"] == "quorum"
+    assert retry.arguments["x-dead-letter-strategy"] == "at-least-once"
+    assert retry.arguments["x-overflow"] == "reject-publish"
     if queue_type == "classic":
         assert email.arguments["x-max-priority"] == 10
     else:
