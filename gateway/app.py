@@ -45,14 +45,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[dict[str, object]]:
         async with AsyncExitStack() as stack:
-            redis = open_redis(stack, settings.redis_url)
+            redis = open_redis(stack, settings.redis_url, auto_pipeline=True)
             http = open_http_client(stack, settings)
             engine, _ = open_database(stack, settings.database_url, pool_size=settings.db_pool_size)
             _, publisher = await open_messaging(stack, settings)
             keys = Keys(settings.redis_key_prefix)
             if settings.history_recorder:
                 recorder = HistoryRecorder(
-                    redis,
+                    open_redis(stack, settings.redis_url),  # it blocks on the stream: its own
                     engine,
                     keys.history_stream(),
                     consumer=f"gateway-{uuid.uuid4().hex[:12]}",

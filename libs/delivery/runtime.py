@@ -151,7 +151,7 @@ def create_delivery_app(
         async with AsyncExitStack() as stack:
             # Closed in reverse: the consumer first (in-flight messages finish while their
             # claims' holder is still alive), then the adapter, heartbeat, broker, clients.
-            redis = open_redis(stack, settings.redis_url)
+            redis = open_redis(stack, settings.redis_url, auto_pipeline=True)
             http = open_http_client(
                 stack, settings, max_connections=200, max_keepalive_connections=50
             )

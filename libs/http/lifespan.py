@@ -32,8 +32,9 @@ from libs.storage.redis import create_redis
 CLIENT_KEEPALIVE_EXPIRY_SECONDS = 4.0
 
 
-def open_redis(stack: AsyncExitStack, url: str) -> Redis:
-    redis = create_redis(url)
+def open_redis(stack: AsyncExitStack, url: str, *, auto_pipeline: bool = False) -> Redis:
+    """``auto_pipeline``: for the hot path (see :class:`libs.storage.redis.AutoPipelineRedis`)."""
+    redis = create_redis(url, auto_pipeline=auto_pipeline)
     stack.push_async_callback(redis.aclose)
     return redis
 

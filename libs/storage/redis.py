@@ -6,16 +6,93 @@ Lua scripts live in ``.lua`` files next to the module that runs them; :func:`lua
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis
 
 
-def create_redis(url: str) -> Redis:
-    """A pooled asyncio client; responses are bytes (callers decode what they read)."""
-    return Redis.from_url(url, health_check_interval=30, socket_timeout=5, socket_connect_timeout=5)
+def create_redis(url: str, *, auto_pipeline: bool = False) -> Redis:
+    """A pooled asyncio client; responses are bytes (callers decode what they read).
+
+    ``auto_pipeline``: commands issued in the same turn of the event loop go out as one pipeline
+    (:class:`AutoPipelineRedis`); never for a client that runs blocking commands.
+    """
+    client_class = AutoPipelineRedis if auto_pipeline else Redis
+    return client_class.from_url(
+        url, health_check_interval=30, socket_timeout=5, socket_connect_timeout=5
+    )
+
+
+Pending = tuple[tuple[Any, ...], dict[str, Any], "asyncio.Future[Any]"]
+
+
+class AutoPipelineRedis(Redis):
+    """A client that sends the commands issued in one turn of the event loop as one pipeline.
+
+    A consumer has dozens of messages in flight and a gateway dozens of requests; each makes the
+    same few Redis calls at about the same moment. Sent one by one, every call is a round trip
+    and a pair of system calls on both ends; collected per loop turn, a few dozen cost one. Each
+    caller still gets its own result (or its own error): a pipeline is not a transaction, and a
+    failing command fails only its caller. Blocking commands (``XREADGROUP ... BLOCK``) must not
+    go through such a client: they would hold up everything collected with them.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pending: list[Pending] = []
+        self._flush_scheduled = False
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._pending.append((args, options, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        batch, self._pending = self._pending, []
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[Pending]) -> None:
+        if len(batch) == 1:
+            args, options, future = batch[0]
+            try:
+                result = await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+            except BaseException as exc:  # the caller gets whatever happened, cancellation too
+                _settle(future, exc)
+            else:
+                _settle(future, result)
+            return
+        pipe = self.pipeline(transaction=False)
+        for args, options, _ in batch:
+            pipe.execute_command(*args, **options)
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        except BaseException as exc:
+            for _, _, future in batch:
+                _settle(future, exc)
+            return
+        for (_, _, future), result in zip(batch, results, strict=True):
+            _settle(future, result)
+
+
+def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
+    if future.done():  # the caller gave up (cancelled) meanwhile
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 @cache
