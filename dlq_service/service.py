@@ -19,7 +19,7 @@ from typing import Protocol
 
 import structlog
 from redis.exceptions import RedisError
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import InterfaceError, InternalError, OperationalError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -152,8 +152,16 @@ class DlqService:
         try:
             async with self._sessions() as session, session.begin():
                 yield session
-        except (OperationalError, InterfaceError, SQLAlchemyTimeoutError, OSError) as exc:
-            # the database is away or overloaded; any other error is about what was written
+        except (
+            OperationalError,
+            InterfaceError,
+            ProgrammingError,
+            InternalError,
+            SQLAlchemyTimeoutError,
+            OSError,
+        ) as exc:
+            # The database is away, overloaded or not migrated yet: not this message's fault.
+            # Only a refused value (DataError, IntegrityError) is about what was written.
             raise StorageUnavailable(f"The database is unavailable: {type(exc).__name__}") from exc
 
     # -- intake ---------------------------------------------------------------------------------
