@@ -78,6 +78,7 @@ class QueueConsumer(Generic[M]):
         self._delay_queue = delay_queue
         self._on_dead_letter = on_dead_letter
         self._dead_letter_routing_key = dead_letter_routing_key
+        self._work: set[asyncio.Task[None]] = set()
         self._amqp_channel: AbstractChannel | None = None
         self._consumer_tag: str | None = None
         self._in_flight = 0
@@ -138,6 +139,17 @@ class QueueConsumer(Generic[M]):
             return
         self._in_flight += 1
         self._idle.clear()
+        # aiormq cancels a consumer's callbacks when their channel closes (the connection to the
+        # node was lost). Work half-way must not stop there: a mail past the relay's point of no
+        # return would give its send claim back and the redelivered copy would be sent again. So
+        # the work runs in a task of its own, shielded: it finishes, its ack fails quietly on the
+        # dead channel, and the broker's redelivery finds the claim sent.
+        work = asyncio.create_task(self._handle(raw))
+        self._work.add(work)
+        work.add_done_callback(self._work.discard)
+        await asyncio.shield(work)
+
+    async def _handle(self, raw: AbstractIncomingMessage) -> None:
         started = time.perf_counter()
         try:
             bind_correlation_id(raw.correlation_id)

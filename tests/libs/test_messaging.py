@@ -515,3 +515,41 @@ async def test_a_consumer_moves_to_the_next_node_when_its_node_goes_away(broker,
         await connection.close()
         await first.close()
         await second.close()
+
+
+async def test_work_in_flight_finishes_when_the_connection_drops(broker, amqp_url):
+    """aiormq cancels a consumer's callbacks when their channel closes. A send past its point of
+    no return must not stop half-way: its send claim would be released and the redelivered
+    message sent again. The work finishes; its ack fails quietly; the redelivery is the broker's."""
+    from tests.support.proxy import TcpProxy
+
+    _, publisher = broker
+    proxy = await TcpProxy("127.0.0.1", 5672).start()
+    vhost = amqp_url.rsplit("/", 1)[1]
+    proxied = await connect(f"amqp://guest:guest@127.0.0.1:{proxy.port}/{vhost}", name="proxied")
+    started, release = asyncio.Event(), asyncio.Event()
+    finished: list[bool] = []
+
+    async def handler(delivery):
+        started.set()
+        await release.wait()
+        finished.append(delivery.redelivered)
+        return Ack()
+
+    consumer = consumer_for(proxied, publisher, handler)
+    await consumer.start()
+    try:
+        await publish(publisher, make_message())
+        await asyncio.wait_for(started.wait(), 5)
+        await proxy.cut()
+        await eventually(lambda: not consumer.consuming, tries=40)
+        release.set()
+        await eventually(lambda: bool(finished), tries=40)
+        assert finished == [False]  # the first delivery's work ran to its end
+        await proxy.restore()
+        await eventually(lambda: len(finished) == 2)
+        assert finished == [False, True]  # unacked, so the broker delivered it again
+    finally:
+        await consumer.stop(timeout=2)
+        await proxied.close()
+        await proxy.close()
