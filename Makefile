@@ -13,7 +13,7 @@ PY := $(VENV)/bin/python
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: install run test test-unit test-fast test-e2e test-chaos lint format bench clean
+.PHONY: install run test test-unit test-fast test-e2e test-chaos test-cluster lint format bench clean
 
 # The fast tier runs with every server URL pointing at a closed port: it proves it needs none.
 CLOSED := 127.0.0.1:1
@@ -49,13 +49,17 @@ test-unit: install
 	$(OFFLINE_ENV) $(PY) -m pytest -q -p no:cacheprovider -m unit
 
 test-fast: install
-	$(PY) -m pytest -q -m "not e2e and not chaos"
+	$(PY) -m pytest -q -m "not e2e and not chaos and not cluster"
 
 test-e2e: install
 	$(PY) -m pytest -q -m e2e
 
 test-chaos: install
 	$(PY) -m pytest -q -m chaos
+
+test-cluster: install
+	$(PY) -m devtools.infra
+	$(PY) -m pytest -q -p no:cacheprovider -m cluster
 
 lint: install
 	$(VENV)/bin/ruff check .
