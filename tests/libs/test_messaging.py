@@ -553,3 +553,20 @@ async def test_work_in_flight_finishes_when_the_connection_drops(broker, amqp_ur
         await consumer.stop(timeout=2)
         await proxied.close()
         await proxy.close()
+
+
+async def test_a_nacked_publish_fails_and_the_next_one_goes_out_on_a_fresh_channel(broker):
+    """A nack is a publish the broker refused (here: a full queue that rejects new messages);
+    the publisher answers PublishFailed and replaces the channel (see _renew_after_nack)."""
+    connection, publisher = broker
+    channel = await connection.channel()
+    await channel.declare_queue(
+        "full", arguments={"x-max-length": 0, "x-overflow": "reject-publish"}
+    )
+    await channel.close()
+    first_channel = publisher._amqp_channel
+    with pytest.raises(PublishFailed, match="Nack"):
+        await publisher.publish(exchange="", routing_key="full", body=b"{}", message_id="x")
+    assert publisher._amqp_channel is not first_channel
+    await publish(publisher, make_message())  # the fresh channel confirms
+    assert await queue_depth(connection, "email.queue") == 1
