@@ -53,6 +53,15 @@ class Publisher(Protocol):
         ...
 
 
+_PUBLISH_ERRORS = (
+    TimeoutError,
+    aiormq.exceptions.AMQPError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    ConnectionError,
+    RuntimeError,
+)
+
+
 class PublishFailed(Exception):
     """The broker did not confirm the message (nack, unroutable, timeout or connection lost)."""
 
@@ -86,10 +95,14 @@ class ConfirmedPublisher:
         async with self._renewing:
             if nacked_on is not self._amqp_channel or self._connection.is_closed:
                 return  # already renewed by another nacked publish
+            try:
+                if nacked_on is not None and not nacked_on.is_closed:
+                    await asyncio.wait_for(nacked_on.close(), self._timeout)
+                await asyncio.wait_for(self.open(), self._timeout)
+            except _PUBLISH_ERRORS as exc:  # best effort: the next nack tries again
+                log.warning("amqp.publisher_channel_renew_failed", error=repr(exc))
+                return
             log.warning("amqp.publisher_channel_renewed")
-            if nacked_on is not None and not nacked_on.is_closed:
-                await nacked_on.close()
-            await self.open()
 
     async def close(self) -> None:
         if self._amqp_channel is not None and not self._amqp_channel.is_closed:
@@ -144,13 +157,7 @@ class ConfirmedPublisher:
             await asyncio.wait_for(
                 target.publish(message, routing_key, mandatory=True), self._timeout
             )
-        except (
-            TimeoutError,
-            aiormq.exceptions.AMQPError,
-            aiormq.exceptions.ChannelInvalidStateError,
-            ConnectionError,
-            RuntimeError,
-        ) as exc:
+        except _PUBLISH_ERRORS as exc:
             PUBLISH_FAILURES.labels(exchange or "(default)").inc()
             log.warning(
                 "amqp.publish_failed",
