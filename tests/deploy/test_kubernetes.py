@@ -35,7 +35,7 @@ SERVICES = {
     "dlq-service": 8005,
 }
 CONSUMERS = {"email-service": "email.queue", "push-service": "push.queue"}
-OWN_A_DATABASE = {"user-service", "template-service", "dlq-service"}
+OWN_A_DATABASE = {"gateway", "user-service", "template-service", "dlq-service"}
 PUBLIC = {"gateway", "dlq-service"}  # the API and the operators' console
 UVICORN_DRAIN_SECONDS = 30  # libs/http/serve.py
 # Secrets the manifests reference: created by the operators (RabbitMQ, CloudNativePG) or by the
@@ -286,7 +286,7 @@ def test_prod_postgres_is_a_replicated_cloudnativepg_cluster_with_backups():
     assert cluster["spec"]["backup"]["barmanObjectStore"]["destinationPath"].startswith("s3://")
     init = cluster["spec"]["bootstrap"]["initdb"]
     databases = {init["database"], *(sql.split()[2] for sql in init["postInitSQL"])}
-    assert databases == {"herald_users", "herald_templates", "herald_dlq"}
+    assert databases == {"herald_users", "herald_templates", "herald_dlq", "herald_notifications"}
 
 
 def test_prod_redis_persists_with_an_append_only_file_on_a_volume():

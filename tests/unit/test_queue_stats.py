@@ -22,9 +22,9 @@ def test_a_published_message_entered_its_queue_at_its_timestamp():
 
 
 def test_a_message_back_from_a_delay_queue_tells_both_queues_when_it_entered():
-    death = {"queue": "email.retry.1000", "reason": "expired", "time": at(160)}
+    death = {"queue": "email.delay.1000", "reason": "expired", "time": at(160)}
     times = enqueue_times("email.queue", {"x-death": [death]}, at(159))
-    assert times == [("email.queue", 160.0), ("email.retry.1000", 159.0)]
+    assert times == [("email.queue", 160.0), ("email.delay.1000", 159.0)]
 
 
 def test_age_is_unknown_until_the_queue_was_seen_empty_or_taken_from():
@@ -51,6 +51,6 @@ def test_high_priority_messages_overtake_and_do_not_move_the_bound():
 
 def test_queues_this_process_does_not_watch_are_ignored():
     stats = QueueStats(["email.queue"])
-    death = {"queue": "push.retry.1000", "time": at(10)}
+    death = {"queue": "push.delay.1000", "time": at(10)}
     stats.taken("email.queue", {"x-death": [death]}, at(5), priority=0)
     assert stats.oldest_age("email.queue", depth=1, now=20) == 10
