@@ -13,7 +13,7 @@ PY := $(VENV)/bin/python
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: install run test test-unit test-fast test-e2e test-chaos lint format bench clean
+.PHONY: install tools run test test-unit test-fast test-e2e test-chaos test-cluster lint format bench clean
 
 # The fast tier runs with every server URL pointing at a closed port: it proves it needs none.
 CLOSED := 127.0.0.1:1
@@ -38,24 +38,37 @@ $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 
 install: $(VENV)/.synced
 
+# Binaries tests/deploy runs, from Debian's packages, installed only when missing: promtool
+# (package prometheus; only promtool is used) and kubectl (for `kubectl kustomize`; the
+# machines' image ships the `kubectl` package, Debian's own kubernetes-client 1.20 is too old).
+tools:
+	@command -v promtool >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+	@command -v kubectl >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubectl; }
+
 run: install
 	$(PY) -m devtools.run
 
-test: install
+test: install tools
 	$(PY) -m devtools.infra
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-unit: install
 	$(OFFLINE_ENV) $(PY) -m pytest -q -p no:cacheprovider -m unit
 
-test-fast: install
-	$(PY) -m pytest -q -m "not e2e and not chaos"
+test-fast: install tools
+	$(PY) -m pytest -q -m "not e2e and not chaos and not cluster"
 
 test-e2e: install
 	$(PY) -m pytest -q -m e2e
 
 test-chaos: install
 	$(PY) -m pytest -q -m chaos
+
+test-cluster: install
+	$(PY) -m devtools.infra
+	$(PY) -m pytest -q -p no:cacheprovider -m cluster
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -26,11 +26,13 @@ from libs.http.lifespan import (
     open_redis,
     postgres_ready,
     publisher_ready,
+    queue_stats_refresh,
     redis_ready,
 )
 from libs.http.state import lifespan_state
 from libs.messaging.consumer import QueueConsumer
-from libs.messaging.topology import FAILED_QUEUE, PARKED_ROUTING_KEY
+from libs.messaging.queue_stats import QueueStats
+from libs.messaging.topology import FAILED_QUEUE, PARKED_QUEUE, PARKED_ROUTING_KEY
 from libs.storage.redis import Keys
 from libs.storage.status_store import RedisStatusStore
 
@@ -82,6 +84,8 @@ def create_app(settings: DlqSettings | None = None) -> FastAPI:
                 pacer=Pacer(settings.republish_rate_per_second),
             )
             stopping = asyncio.Event()
+            queue_stats = QueueStats([FAILED_QUEUE, PARKED_QUEUE])
+            stack.push_async_callback(queue_stats.close)
             consumer: QueueConsumer[bytes] = QueueConsumer(
                 connection=connection,
                 publisher=publisher,
@@ -91,6 +95,7 @@ def create_app(settings: DlqSettings | None = None) -> FastAPI:
                 service=settings.service_name,
                 dead_letter_routing_key=PARKED_ROUTING_KEY,
                 prefetch=settings.consumer_prefetch,
+                stats=queue_stats,
             )
             await consumer.start()
             stack.push_async_callback(_stop_consumer, consumer, stopping)
@@ -105,6 +110,8 @@ def create_app(settings: DlqSettings | None = None) -> FastAPI:
                 verifier=jwks_verifier(settings, http),
                 dlq=dlq,
                 consumer=consumer,
+                connection=connection,
+                queue_stats=queue_stats,
             )
             log.info("dlq.started", queue=FAILED_QUEUE)
             yield lifespan_state(state)
@@ -121,6 +128,11 @@ def create_app(settings: DlqSettings | None = None) -> FastAPI:
             "redis": redis_ready(lambda r: dlq_state(r).redis),
             "rabbitmq": publisher_ready(lambda r: dlq_state(r).publisher),
             "consumer": consumer_ready(lambda r: dlq_state(r).consumer),
+        },
+        metrics_refresh={
+            "queues": queue_stats_refresh(
+                lambda r: dlq_state(r).queue_stats, lambda r: dlq_state(r).connection
+            ),
         },
         max_body_bytes=settings.max_body_bytes,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
+from aio_pika.abc import AbstractRobustConnection
 from fastapi import Depends
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -15,6 +16,7 @@ from libs.http.auth import JwksVerifier
 from libs.http.state import state_dependency
 from libs.messaging.consumer import QueueConsumer
 from libs.messaging.publisher import ConfirmedPublisher
+from libs.messaging.queue_stats import QueueStats
 from libs.notification.status import StatusStore
 
 
@@ -28,6 +30,8 @@ class DlqState:
     verifier: JwksVerifier
     dlq: DlqService
     consumer: QueueConsumer[bytes]
+    connection: AbstractRobustConnection
+    queue_stats: QueueStats
 
 
 dlq_state = state_dependency(DlqState)

@@ -20,7 +20,7 @@ from enum import StrEnum
 import structlog
 from redis.asyncio import Redis
 
-from libs.metrics import BREAKER_STATE
+from libs.metrics import BREAKER_STATE, BREAKER_STATES
 from libs.storage.redis import lua_script
 
 log = structlog.get_logger(__name__)
@@ -98,12 +98,27 @@ class CircuitBreaker:
         state, changed = (x.decode() if isinstance(x, bytes) else x for x in raw)
         new_state = BreakerState(state)
         if int(changed):
-            BREAKER_STATE.labels(self.name).set(0 if new_state is BreakerState.CLOSED else 1)
             log.warning("breaker.state_changed", provider=self.name, state=new_state.value)
         return new_state
 
     async def state(self) -> BreakerState:
-        raw = await self._redis.hget(self._key, "state")
-        state = BreakerState(raw.decode() if isinstance(raw, bytes) else raw or "closed")
-        BREAKER_STATE.labels(self.name).set(0 if state is BreakerState.CLOSED else 1)
+        """The shared state as Redis holds it now, on Redis's clock; also sets the gauge.
+
+        An ``open`` breaker whose open time is over reads ``half_open``: the next call probes
+        (Redis keeps ``open`` until someone asks, which may be never while nothing is sent).
+        """
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hmget(self._key, "state", "opened_at")
+        pipe.time()
+        (raw_state, opened_at), (seconds, micros) = await pipe.execute()
+        state = BreakerState(_text(raw_state) or "closed")
+        if state is BreakerState.OPEN and opened_at is not None:
+            now_ms = int(seconds) * 1000 + int(micros) // 1000
+            if now_ms >= int(opened_at) + int(self._config.open_seconds * 1000):
+                state = BreakerState.HALF_OPEN
+        BREAKER_STATE.labels(self.name).set(BREAKER_STATES[state.value])
         return state
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value

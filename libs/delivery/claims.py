@@ -49,6 +49,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from libs.metrics import CLAIM_TAKEOVERS, HEARTBEAT
 from libs.storage.redis import Keys, lua_script
 
 log = structlog.get_logger(__name__)
@@ -110,6 +111,11 @@ class SendClaims:
             keys=[key], args=[token, self._lease_ms, self._alive_key(""), self._sent_ttl]
         )
         result = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if result.endswith(":takeover"):
+            result = result.removesuffix(":takeover")
+            CLAIM_TAKEOVERS.labels(
+                channel, "resent" if result == "acquired" else "assumed_sent"
+            ).inc()
         if result == "acquired":
             return Claim(key, token, ClaimState.ACQUIRED)
         if result.startswith("sent:"):
@@ -282,6 +288,7 @@ class InstanceHeartbeat:
 
     async def start(self) -> None:
         await self._redis.set(self._key, "1", px=self._ttl_ms)
+        HEARTBEAT.set_to_current_time()
         self._task = asyncio.create_task(self._beat(), name="instance-heartbeat")
 
     async def _beat(self) -> None:
@@ -289,6 +296,7 @@ class InstanceHeartbeat:
             await asyncio.sleep(self._ttl_ms / 5000)
             try:
                 await self._redis.set(self._key, "1", px=self._ttl_ms)
+                HEARTBEAT.set_to_current_time()
             except RedisError as exc:
                 log.warning("heartbeat.failed", error=repr(exc))
 

@@ -40,7 +40,7 @@ from libs.delivery.providers import (
     SendResult,
 )
 from libs.messaging.outcomes import Ack, DeadLetter, Decision, Delivery
-from libs.metrics import NOTIFICATIONS
+from libs.metrics import DELIVERY_LATENCY, NOTIFICATIONS, seconds_since
 from libs.notification.message import Channel, NotificationMessage
 from libs.notification.status import TERMINAL_STATUSES, NewNotification, Status, StatusStore
 
@@ -301,6 +301,7 @@ class DeliveryPipeline:
                 },
             )
             NOTIFICATIONS.labels(self._channel.value, "delivered").inc()
+            DELIVERY_LATENCY.labels(self._channel.value).observe(seconds_since(message.created_at))
         elif after.verdict is Verdict.UNCONFIRMED:
             await self._finish(
                 nid,

@@ -15,7 +15,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from libs.delivery.breaker import CircuitBreaker, Permit
-from libs.metrics import PROVIDER_SENDS
+from libs.metrics import PROVIDER_SEND_LATENCY, PROVIDER_SENDS
 from libs.storage.ratelimit import TokenBucket
 
 log = structlog.get_logger(__name__)
@@ -161,7 +161,8 @@ class FailoverChain(Generic[P_contra]):
                 )
                 continue
             try:
-                result = await guarded.provider.send(payload, commit)
+                with PROVIDER_SEND_LATENCY.labels(guarded.name).time():
+                    result = await guarded.provider.send(payload, commit)
             except TransientProviderError as exc:
                 PROVIDER_SENDS.labels(guarded.name, "transient_error").inc()
                 await _record(guarded, permit, success=not exc.provider_fault)

@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 
 import httpx
 import structlog
+from aio_pika.abc import AbstractRobustConnection
 from fastapi import FastAPI, Request
 from pydantic import Field
 from redis.asyncio import Redis
@@ -34,10 +35,12 @@ from libs.http.lifespan import (
     open_http_client,
     open_messaging,
     open_redis,
+    queue_stats_refresh,
     redis_ready,
 )
 from libs.http.state import lifespan_state, state_dependency
 from libs.messaging.consumer import QueueConsumer
+from libs.messaging.queue_stats import QueueStats
 from libs.messaging.topology import delay_queue, work_queue
 from libs.notification.message import Channel, NotificationMessage
 from libs.settings import MessagingSettings
@@ -136,6 +139,8 @@ class DeliveryState:
     adapter: ManagedAdapter
     pipeline: DeliveryPipeline
     instance_id: str
+    connection: AbstractRobustConnection
+    queue_stats: QueueStats
 
 
 delivery_state = state_dependency(DeliveryState)
@@ -194,6 +199,11 @@ def create_delivery_app(
                 AdapterDeps(http, redis, keys, users, instance_id, settings)
             )
             stack.push_async_callback(adapter.close)
+            policy = settings.retry_policy(channel)
+            queue_stats = QueueStats(
+                [work_queue(channel), *(delay_queue(channel, d) for d in policy.queue_delays())]
+            )
+            stack.push_async_callback(queue_stats.close)
             pipeline = DeliveryPipeline(
                 adapter=adapter,
                 users=users,
@@ -210,9 +220,10 @@ def create_delivery_app(
                 handler=pipeline.handle,
                 service=service,
                 prefetch=settings.consumer_prefetch,
-                retry_policy=settings.retry_policy(channel),
+                retry_policy=policy,
                 delay_queue=partial(delay_queue, channel),
                 on_dead_letter=pipeline.on_dead_letter,
+                stats=queue_stats,
             )
             await consumer.start()
             stack.push_async_callback(_stop_consumer, consumer, settings.shutdown_grace_seconds)
@@ -225,12 +236,17 @@ def create_delivery_app(
                     adapter=adapter,
                     pipeline=pipeline,
                     instance_id=instance_id,
+                    connection=connection,
+                    queue_stats=queue_stats,
                 )
             )
         log.info("service.stopped")
 
     async def providers_ready(request: Request) -> Mapping[str, Any]:
         return await delivery_state(request).adapter.health()
+
+    async def breakers_now(request: Request) -> None:
+        await delivery_state(request).adapter.health()  # reads each breaker from Redis
 
     return create_app(
         service=service,
@@ -240,6 +256,12 @@ def create_delivery_app(
             "redis": redis_ready(lambda r: delivery_state(r).redis),
             "rabbitmq": consumer_ready(lambda r: delivery_state(r).consumer),
             "providers": providers_ready,
+        },
+        metrics_refresh={
+            "breakers": breakers_now,
+            "queues": queue_stats_refresh(
+                lambda r: delivery_state(r).queue_stats, lambda r: delivery_state(r).connection
+            ),
         },
         max_body_bytes=settings.max_body_bytes,
     )

@@ -1,16 +1,21 @@
 """The app factory every service uses, with the operational routes.
 
 ``create_app`` installs the envelope's error handlers and the shared middleware, and adds
-``/health`` (liveness), ``/ready`` (the service's own dependencies) and ``/metrics``.
+``/health`` (liveness), ``/ready`` (the service's own dependencies) and ``/metrics``. Gauges read
+from shared state (breakers in Redis, queue depths in RabbitMQ) are refreshed by the service's
+``metrics_refresh`` hooks when Prometheus scrapes, so they say what holds now, not what this
+replica last saw.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import structlog
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -20,6 +25,8 @@ from libs.http.docs import install_offline_docs
 from libs.http.envelope import Envelope, ok
 from libs.http.errors import error_response, install_error_handlers
 from libs.http.middleware import BodyLimitMiddleware, CorrelationIdMiddleware, HttpMetricsMiddleware
+
+log = structlog.get_logger(__name__)
 
 
 class Health(BaseModel):
@@ -38,8 +45,16 @@ class Readiness(BaseModel):
 ReadinessCheck = Callable[[Request], Awaitable[Mapping[str, Any] | None]]
 """Returns details to show (or None); raises to report the dependency as down."""
 
+MetricsRefresh = Callable[[Request], Awaitable[None]]
+"""Updates gauges from shared state right before a scrape; a failure leaves them as they were."""
+REFRESH_TIMEOUT_SECONDS = 2.0
 
-def operational_router(service: str, checks: Mapping[str, ReadinessCheck]) -> APIRouter:
+
+def operational_router(
+    service: str,
+    checks: Mapping[str, ReadinessCheck],
+    metrics_refresh: Mapping[str, MetricsRefresh] | None = None,
+) -> APIRouter:
     router = APIRouter(tags=["operations"])
 
     @router.get("/health", summary="Liveness: the process answers; checks no dependency")
@@ -65,7 +80,12 @@ def operational_router(service: str, checks: Mapping[str, ReadinessCheck]) -> AP
         return error_response(503, "not_ready", "A dependency is unavailable.", data)
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        for name, refresh in (metrics_refresh or {}).items():
+            try:
+                await asyncio.wait_for(refresh(request), REFRESH_TIMEOUT_SECONDS)
+            except Exception as exc:  # a scrape never fails for one stale gauge
+                log.warning("metrics.refresh_failed", gauges=name, error=repr(exc))
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return router
@@ -78,6 +98,7 @@ def create_app(
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]] | None,
     routers: Sequence[APIRouter] = (),
     readiness: Mapping[str, ReadinessCheck] | None = None,
+    metrics_refresh: Mapping[str, MetricsRefresh] | None = None,
     max_body_bytes: int = 65_536,
     description: str = "",
 ) -> FastAPI:
@@ -96,7 +117,7 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(HttpMetricsMiddleware)
     app.add_middleware(CorrelationIdMiddleware)
-    app.include_router(operational_router(service, readiness or {}))
+    app.include_router(operational_router(service, readiness or {}, metrics_refresh))
     for router in routers:
         app.include_router(router)
     return app

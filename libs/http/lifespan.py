@@ -19,10 +19,11 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from libs.http.app import ReadinessCheck
+from libs.http.app import MetricsRefresh, ReadinessCheck
 from libs.http.auth import JWKS_PATH, JwksVerifier
 from libs.messaging.connection import open_broker
 from libs.messaging.publisher import ConfirmedPublisher
+from libs.messaging.queue_stats import QueueStats
 from libs.settings import MessagingSettings, ServiceSettings
 from libs.storage.db import create_engine, ping, session_factory
 from libs.storage.redis import create_redis
@@ -144,3 +145,15 @@ def consumer_ready(get: Callable[[Request], Consuming]) -> ReadinessCheck:
         return {"queue": consumer.queue, "in_flight": consumer.in_flight}
 
     return check
+
+
+def queue_stats_refresh(
+    get_stats: Callable[[Request], QueueStats],
+    get_connection: Callable[[Request], AbstractRobustConnection],
+) -> MetricsRefresh:
+    """Refresh queue depth, consumers and oldest-message age when Prometheus scrapes."""
+
+    async def refresh(request: Request) -> None:
+        await get_stats(request).refresh(get_connection(request))
+
+    return refresh

@@ -34,8 +34,9 @@ from libs.messaging.outcomes import (
 )
 from libs.messaging.policy import RetryPolicy
 from libs.messaging.publisher import ConfirmedPublisher, PublishFailed
+from libs.messaging.queue_stats import QueueStats
 from libs.messaging.topology import DEAD_LETTER_EXCHANGE, FAILED_ROUTING_KEY
-from libs.metrics import MESSAGE_HANDLING, MESSAGES_CONSUMED
+from libs.metrics import DEAD_LETTERS, MESSAGE_HANDLING, MESSAGES_CONSUMED, RETRIES, WAITS
 
 log = structlog.get_logger(__name__)
 
@@ -64,6 +65,7 @@ class QueueConsumer(Generic[M]):
         delay_queue: DelayQueueName | None = None,
         on_dead_letter: FailureHook[M] | None = None,
         dead_letter_routing_key: str = FAILED_ROUTING_KEY,
+        stats: QueueStats | None = None,
     ) -> None:
         """``dead_letter_routing_key``: where a DeadLetter goes on the dead-letter exchange
         (``failed.queue``; the failed.queue consumer itself parks in ``failed.parked``)."""
@@ -78,6 +80,8 @@ class QueueConsumer(Generic[M]):
         self._delay_queue = delay_queue
         self._on_dead_letter = on_dead_letter
         self._dead_letter_routing_key = dead_letter_routing_key
+        self._stats = stats
+        self._work: set[asyncio.Task[None]] = set()
         self._amqp_channel: AbstractChannel | None = None
         self._consumer_tag: str | None = None
         self._in_flight = 0
@@ -136,8 +140,21 @@ class QueueConsumer(Generic[M]):
         if self._stopping:
             await _settle_quietly(raw.nack(requeue=True))
             return
+        if self._stats is not None:
+            self._stats.taken(self._queue_name, raw.headers or {}, raw.timestamp, raw.priority or 0)
         self._in_flight += 1
         self._idle.clear()
+        # aiormq cancels a consumer's callbacks when their channel closes (the connection to the
+        # node was lost). Work half-way must not stop there: a mail past the relay's point of no
+        # return would give its send claim back and the redelivered copy would be sent again. So
+        # the work runs in a task of its own, shielded: it finishes, its ack fails quietly on the
+        # dead channel, and the broker's redelivery finds the claim sent.
+        work = asyncio.create_task(self._handle(raw))
+        self._work.add(work)
+        work.add_done_callback(self._work.discard)
+        await asyncio.shield(work)
+
+    async def _handle(self, raw: AbstractIncomingMessage) -> None:
         started = time.perf_counter()
         try:
             bind_correlation_id(raw.correlation_id)
@@ -245,6 +262,9 @@ class QueueConsumer(Generic[M]):
             await _settle_quietly(raw.nack(requeue=True))
             return "requeued"
         await _settle_quietly(raw.ack())
+        (RETRIES if decision.count_attempt else WAITS).labels(
+            self._queue_name, decision.error_class
+        ).inc()
         log.info(
             "consumer.retry_scheduled",
             message_id=raw.message_id,
@@ -292,6 +312,7 @@ class QueueConsumer(Generic[M]):
             except Exception:  # the message is safe in failed.queue; a status write may lag
                 log.exception("consumer.dead_letter_hook_failed", message_id=raw.message_id)
         await _settle_quietly(raw.ack())
+        DEAD_LETTERS.labels(self._queue_name, reason).inc()
         log.warning("consumer.dead_lettered", message_id=raw.message_id, reason=reason, error=error)
 
 

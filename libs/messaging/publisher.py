@@ -53,6 +53,15 @@ class Publisher(Protocol):
         ...
 
 
+_PUBLISH_ERRORS = (
+    TimeoutError,
+    aiormq.exceptions.AMQPError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    ConnectionError,
+    RuntimeError,
+)
+
+
 class PublishFailed(Exception):
     """The broker did not confirm the message (nack, unroutable, timeout or connection lost)."""
 
@@ -67,11 +76,33 @@ class ConfirmedPublisher:
         self._timeout = confirm_timeout
         self._amqp_channel: AbstractChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
+        self._renewing = asyncio.Lock()
 
     async def open(self) -> None:
         self._amqp_channel = await self._connection.channel(
             publisher_confirms=True, on_return_raises=True
         )
+        self._exchanges = {}
+
+    async def _renew_after_nack(self, nacked_on: AbstractChannel | None) -> None:
+        """Replace the AMQP channel a publish was nacked on (once, however many were nacked).
+
+        A nack means a queue did not take the message. A quorum queue whose leader went away
+        while this channel was setting up as its publisher can go on nacking every publish on
+        that channel (RabbitMQ 3.10, seen in tests/cluster/), while a new channel publishes fine.
+        Nacks are otherwise rare (a full queue), so a fresh channel costs nothing.
+        """
+        async with self._renewing:
+            if nacked_on is not self._amqp_channel or self._connection.is_closed:
+                return  # already renewed by another nacked publish
+            try:
+                if nacked_on is not None and not nacked_on.is_closed:
+                    await asyncio.wait_for(nacked_on.close(), self._timeout)
+                await asyncio.wait_for(self.open(), self._timeout)
+            except _PUBLISH_ERRORS as exc:  # best effort: the next nack tries again
+                log.warning("amqp.publisher_channel_renew_failed", error=repr(exc))
+                return
+            log.warning("amqp.publisher_channel_renewed")
 
     async def close(self) -> None:
         if self._amqp_channel is not None and not self._amqp_channel.is_closed:
@@ -120,18 +151,13 @@ class ConfirmedPublisher:
             expiration=(expiration_ms / 1000) if expiration_ms is not None else None,
             timestamp=datetime.now(UTC),
         )
+        amqp_channel = self._amqp_channel
         try:
             target = await asyncio.wait_for(self._exchange(exchange), self._timeout)
             await asyncio.wait_for(
                 target.publish(message, routing_key, mandatory=True), self._timeout
             )
-        except (
-            TimeoutError,
-            aiormq.exceptions.AMQPError,
-            aiormq.exceptions.ChannelInvalidStateError,
-            ConnectionError,
-            RuntimeError,
-        ) as exc:
+        except _PUBLISH_ERRORS as exc:
             PUBLISH_FAILURES.labels(exchange or "(default)").inc()
             log.warning(
                 "amqp.publish_failed",
@@ -140,5 +166,8 @@ class ConfirmedPublisher:
                 message_id=message_id,
                 error=repr(exc),
             )
+            # a nack, not a return (an unroutable message): frames are named "Basic.Nack"
+            if isinstance(exc, aiormq.exceptions.DeliveryError) and exc.frame.name == "Basic.Nack":
+                await self._renew_after_nack(amqp_channel)
             raise PublishFailed(f"{type(exc).__name__}: {exc}") from exc
         MESSAGES_PUBLISHED.labels(exchange or "(default)", routing_key).inc()

@@ -2,24 +2,64 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = Path(sys.executable).parent.parent / "lib" / "python3.11" / "site-packages" / "compose"
+# The secrets docker-compose.yml requires (deploy/compose.env.example), test values.
+SECRETS = {
+    name: f"test-{name.lower().replace('_', '-')}"
+    for name in (
+        "RABBITMQ_PASSWORD",
+        "REDIS_PASSWORD",
+        "POSTGRES_PASSWORD",
+        "SERVICE_ACCOUNT_PASSWORD",
+        "ADMIN_PASSWORD",
+        "GRAFANA_ADMIN_PASSWORD",
+    )
+}
+APP_SERVICES = {
+    "gateway": "gateway",
+    "user-service": "user_service",
+    "template-service": "template_service",
+    "email-service": "email_service",
+    "push-service": "push_service",
+    "dlq-service": "dlq_service",
+}
+CONSUMERS = {"email-service", "push-service"}
+UVICORN_DRAIN_SECONDS = 30  # libs/http/serve.py
 
 
-def compose(*args: str) -> subprocess.CompletedProcess[str]:
+def compose(*args: str, secrets: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     binary = COMPOSE / "docker-compose"
+    environment = {k: v for k, v in os.environ.items() if k not in SECRETS}
     return subprocess.run(
         [str(binary), "-f", str(ROOT / "docker-compose.yml"), *args],
         capture_output=True,
         text=True,
         timeout=60,
+        env=environment | (SECRETS if secrets is None else secrets),
+        cwd=ROOT / "deploy",  # no .env of a developer's is read
     )
+
+
+def rendered() -> dict[str, Any]:
+    result = compose("config")
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)["services"]  # type: ignore[no-any-return]
+
+
+def seconds(duration: str) -> float:
+    """Compose renders durations like "1m5s" or "45s"."""
+    parts = re.findall(r"(\d+)([hms])", duration)
+    return sum(int(n) * {"h": 3600, "m": 60, "s": 1}[unit] for n, unit in parts)
 
 
 def test_compose_file_is_valid_for_the_real_compose_binary():
@@ -27,19 +67,68 @@ def test_compose_file_is_valid_for_the_real_compose_binary():
     assert result.returncode == 0, result.stderr
 
 
+def test_compose_refuses_to_start_without_real_secrets():
+    result = compose("config", "-q", secrets={})
+    assert result.returncode != 0
+    assert "required variable" in result.stderr
+    example = (ROOT / "deploy" / "compose.env.example").read_text()
+    assert all(f"{name}=" in example for name in SECRETS)
+
+
+def test_no_default_credentials_are_published_on_host_ports():
+    services = rendered()
+    for store in ("rabbitmq", "redis", "postgres"):
+        assert not services[store].get("ports"), store
+    published = {name for name, service in services.items() if service.get("ports")}
+    assert published == {
+        "gateway",
+        "user-service",
+        "dlq-service",
+        "grafana",
+        "prometheus",
+        "mailpit",
+    }
+    for name in ("prometheus", "mailpit"):  # no login of their own: this host only
+        assert all(port["host_ip"] == "127.0.0.1" for port in services[name]["ports"])
+    text = yaml.safe_dump(services)
+    assert "guest" not in text
+    for value in SECRETS.values():  # every secret is the one given, none a default
+        assert value in text
+    grafana = services["grafana"]["environment"]
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"] == SECRETS["GRAFANA_ADMIN_PASSWORD"]
+
+
+def test_services_are_checked_on_ready_and_given_time_to_drain():
+    services = rendered()
+    drain = float(services["email-service"]["environment"]["SHUTDOWN_GRACE_SECONDS"])
+    for name in APP_SERVICES:
+        service = services[name]
+        assert "/ready" in " ".join(service["healthcheck"]["test"]), name
+        needed = UVICORN_DRAIN_SECONDS + (drain if name in CONSUMERS else 0)
+        assert seconds(service["stop_grace_period"]) > needed, name
+
+
+def test_prometheus_grafana_and_a_mail_catcher_run_beside_the_services():
+    services = rendered()
+    mounts = {v["target"]: v["source"] for v in services["prometheus"]["volumes"] if "source" in v}
+    assert mounts["/etc/prometheus/prometheus.yml"].endswith("deploy/prometheus/prometheus.yml")
+    assert mounts["/etc/prometheus/rules/alerts.yml"].endswith("deploy/prometheus/alerts.yml")
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["/etc/prometheus/rules/alerts.yml"]
+    grafana = {v["target"]: v["source"] for v in services["grafana"]["volumes"] if "source" in v}
+    assert grafana["/etc/grafana/provisioning"].endswith("deploy/grafana/provisioning")
+    provider = yaml.safe_load(
+        (ROOT / "deploy/grafana/provisioning/dashboards/herald.yml").read_text()
+    )["providers"][0]
+    dashboards = Path(grafana[provider["options"]["path"]])
+    assert (dashboards / "herald.json").exists()
+    assert services["mailpit"]["ports"][0]["target"] == 8025  # the web view
+    assert services["email-service"]["environment"]["SMTP_HOST"] == "mailpit"
+
+
 def test_compose_runs_every_service_with_its_command_and_dependencies():
-    result = compose("config")
-    assert result.returncode == 0, result.stderr
-    config = yaml.safe_load(result.stdout)
-    services = config["services"]
-    for name, module in {
-        "gateway": "gateway",
-        "user-service": "user_service",
-        "template-service": "template_service",
-        "email-service": "email_service",
-        "push-service": "push_service",
-        "dlq-service": "dlq_service",
-    }.items():
+    services = rendered()
+    for name, module in APP_SERVICES.items():
         assert services[name]["command"] == ["python", "-m", module]
         assert "migrate" in services[name]["depends_on"]
         assert services[name]["environment"]["RABBITMQ_URL"].startswith("amqp://")

@@ -7,8 +7,9 @@ from tests.support.system import running_system
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 async def system(vhost_pool, tmp_path_factory):
+    """One system for the e2e modules that share it (test_degraded.py runs a system of its own)."""
     async with running_system(vhost_pool, tmp_path_factory.mktemp("system")) as running:
         await running.create_template(
             code="e2e_welcome",

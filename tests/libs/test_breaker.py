@@ -163,3 +163,25 @@ async def test_failures_outside_the_window_do_not_add_up(redis, keys):
     await asyncio.sleep(0.3)
     await _fail_times(breaker, 1)
     assert (await breaker.allow()).allowed
+
+
+async def test_the_gauge_reads_the_shared_state_not_this_replicas_last_transition(redis, keys):
+    """Replica B never saw a transition; its gauge still shows what Redis holds, and an open
+    breaker whose open time is over reads half-open even when nobody has called since."""
+    from prometheus_client import REGISTRY
+
+    key = keys.breaker("gauge")
+    replica_a = CircuitBreaker(redis, key, "gauge", FAST)
+    replica_b = CircuitBreaker(redis, key, "gauge", FAST)
+
+    def gauge() -> float | None:
+        return REGISTRY.get_sample_value("circuit_breaker_state", {"provider": "gauge"})
+
+    assert await replica_b.state() is BreakerState.CLOSED
+    assert gauge() == 0
+    await _fail_times(replica_a, 3)
+    assert await replica_b.state() is BreakerState.OPEN
+    assert gauge() == 2
+    await asyncio.sleep(0.6)
+    assert await replica_b.state() is BreakerState.HALF_OPEN
+    assert gauge() == 1
