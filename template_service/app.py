@@ -20,8 +20,9 @@ from libs.http.lifespan import (
 )
 from libs.http.state import lifespan_state
 from libs.storage.redis import Keys
+from template_service.active import ActiveTemplates
 from template_service.config import TemplateSettings
-from template_service.endpoints import router
+from template_service.endpoints import renders_router, router
 from template_service.rendering import RenderLimits, SandboxRenderer
 from template_service.state import TemplateServiceState, template_service_state
 
@@ -35,13 +36,15 @@ def create_app(settings: TemplateSettings | None = None) -> FastAPI:
             engine, sessions = open_database(stack, settings.database_url)
             redis = open_redis(stack, settings.redis_url)
             http = open_http_client(stack, settings)
+            cache = VersionedCache(redis, Keys(settings.redis_key_prefix))
             yield lifespan_state(
                 TemplateServiceState(
                     settings=settings,
                     engine=engine,
                     sessions=sessions,
                     redis=redis,
-                    cache=VersionedCache(redis, Keys(settings.redis_key_prefix)),
+                    cache=cache,
+                    active=ActiveTemplates(cache),
                     renderer=SandboxRenderer(
                         RenderLimits(timeout_seconds=settings.render_timeout_seconds)
                     ),
@@ -56,7 +59,7 @@ def create_app(settings: TemplateSettings | None = None) -> FastAPI:
             "Notification templates with versions and languages, rendered in a Jinja2 sandbox."
         ),
         lifespan=lifespan,
-        routers=[router],
+        routers=[router, renders_router],
         readiness={
             "postgres": postgres_ready(lambda r: template_service_state(r).engine),
             "redis": redis_ready(lambda r: template_service_state(r).redis),

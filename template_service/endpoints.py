@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from libs.clients.templates import TEMPLATE_CACHE
 from libs.http.auth import Principal, Role, require_roles
 from libs.http.envelope import Envelope, PageMeta, Pagination, ok
+from libs.http.errors import AppError
 from libs.http.state import SessionDep
 from libs.notification.message import Channel
 from template_service.repository import TemplateRepository
@@ -25,13 +26,15 @@ from template_service.schemas import (
     MAX_VERSION,
     LanguageTag,
     PreviewRequest,
+    RenderBatchOutcome,
+    RenderBatchRequest,
     RenderRequest,
     RenderResult,
     TemplateCreate,
     TemplateRead,
     TemplateUpdate,
 )
-from template_service.service import Resolved, TemplateService
+from template_service.service import RenderItem, Resolved, TemplateService
 from template_service.state import State, TemplateServiceState
 
 log = structlog.get_logger(__name__)
@@ -51,7 +54,10 @@ PageQuery = Annotated[Pagination, Query()]
 
 def get_service(state: State, session: SessionDep) -> TemplateService:
     return TemplateService(
-        TemplateRepository(session), state.renderer, state.settings.default_language
+        TemplateRepository(session),
+        state.renderer,
+        state.settings.default_language,
+        state.active,
     )
 
 
@@ -258,3 +264,27 @@ async def render_template(
 ) -> Envelope[RenderResult]:
     result = await templates.render(code, body.language, body.variables, body.version)
     return ok(result)
+
+
+renders_router = APIRouter(prefix="/api/v1/renders", tags=["templates"])
+
+
+@renders_router.post(
+    "",
+    response_model=Envelope[list[RenderBatchOutcome]],
+    summary="Render many templates in one call; each item answers on its own",
+)
+async def render_batch(
+    _: Reader, body: RenderBatchRequest, templates: Templates
+) -> Envelope[list[RenderBatchOutcome]]:
+    outcomes = await templates.render_many(
+        [RenderItem(i.code, i.variables, i.language, i.version) for i in body.items]
+    )
+    return ok(
+        [
+            RenderBatchOutcome(ok=False, error=o.code, message=o.message)
+            if isinstance(o, AppError)
+            else RenderBatchOutcome(ok=True, result=o)
+            for o in outcomes
+        ]
+    )

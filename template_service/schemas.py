@@ -230,3 +230,33 @@ class RenderResult(BaseModel):
     body: str | None
     image: str | None
     link: str | None
+
+
+MAX_RENDER_BATCH = 500
+
+
+class RenderBatchItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(pattern=CODE_PATTERN, max_length=100)
+    variables: Variables = Field(default_factory=dict)
+    language: LanguageTag | None = None
+    version: int | None = Field(default=None, ge=1, le=MAX_VERSION)
+
+
+class RenderBatchRequest(BaseModel):
+    """``POST /api/v1/renders``: many renders in one call (what delivery services send)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[RenderBatchItem] = Field(min_length=1, max_length=MAX_RENDER_BATCH)
+
+
+class RenderBatchOutcome(BaseModel):
+    """One item's answer, in the request's order: a result, or the error code it alone hit
+    (``template_not_found``, ``missing_variable``, ``render_failed``, ...)."""
+
+    ok: bool
+    result: RenderResult | None = None
+    error: str | None = None
+    message: str | None = None

@@ -6,6 +6,7 @@ never announced before it is visible.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -14,8 +15,9 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 from sqlalchemy.exc import IntegrityError
 
-from libs.http.errors import Unprocessable
+from libs.http.errors import AppError, Unprocessable
 from libs.notification.message import Channel, utcnow
+from template_service.active import ActiveTemplate, ActiveTemplates
 from template_service.errors import (
     MissingVariable,
     NoChanges,
@@ -27,7 +29,7 @@ from template_service.errors import (
 )
 from template_service.languages import fallback_chain, normalize_language
 from template_service.models import Template, TemplateVersion
-from template_service.rendering import Content, SandboxRenderer
+from template_service.rendering import Content, RenderedContent, SandboxRenderer
 from template_service.repository import TemplateRepository
 from template_service.schemas import (
     RenderResult,
@@ -69,13 +71,30 @@ def version_content(template: Template, version: TemplateVersion) -> Content:
     )
 
 
+@dataclass(frozen=True)
+class RenderItem:
+    code: str
+    variables: Mapping[str, Any]
+    language: str | None = None
+    version: int | None = None
+
+
+RenderOutcome = RenderResult | AppError
+"""One item of a batch: its result, or the error it alone ran into."""
+
+
 class TemplateService:
     def __init__(
-        self, repository: TemplateRepository, renderer: SandboxRenderer, default_language: str
+        self,
+        repository: TemplateRepository,
+        renderer: SandboxRenderer,
+        default_language: str,
+        active: ActiveTemplates | None = None,
     ) -> None:
         self.repository = repository
         self.renderer = renderer
         self.default_language = normalize_language(default_language)
+        self.active = active or ActiveTemplates(None)
 
     # -- reading
 
@@ -217,18 +236,69 @@ class TemplateService:
         variables: Mapping[str, Any],
         version: int | None = None,
     ) -> RenderResult:
-        if version is None:
-            resolved = await self.resolve(code, language)
+        [outcome] = await self.render_many([RenderItem(code, variables, language, version)])
+        if isinstance(outcome, AppError):
+            raise outcome
+        return outcome
+
+    async def render_many(self, items: Sequence[RenderItem]) -> list[RenderOutcome]:
+        """Render a batch: the active versions from memory where unchanged (one Redis read for
+        the batch), every render in one worker-thread hop, each item's error kept to itself."""
+        cache_versions = await self.active.versions(sorted({i.code for i in items}))
+        templates: list[ActiveTemplate | AppError] = []
+        for item in items:
+            try:
+                templates.append(await self._template_for(item, cache_versions.get(item.code)))
+            except AppError as exc:
+                templates.append(exc)
+        jobs = [
+            (t, item.variables)
+            for t, item in zip(templates, items, strict=True)
+            if not isinstance(t, AppError)
+        ]
+        rendered = iter(await asyncio.to_thread(self._render_all, jobs))
+        return [t if isinstance(t, AppError) else next(rendered) for t in templates]
+
+    async def _template_for(self, item: RenderItem, cache_version: int | None) -> ActiveTemplate:
+        if item.version is None:
+            cached = self.active.get(item.code, item.language, cache_version)
+            if cached is not None:
+                return cached
+            resolved = await self.resolve(item.code, item.language)
         else:
-            resolved = await self.get_version(code, language, version)
+            resolved = await self.get_version(item.code, item.language, item.version)
         template = resolved.template
-        return await self._render(
-            version_content(template, resolved.version),
-            variables,
+        active = ActiveTemplate(
             code=template.code,
             version=resolved.version.version,
             language=template.language,
+            content=version_content(template, resolved.version),
         )
+        if item.version is None:
+            self.active.put(item.code, item.language, cache_version, active)
+        return active
+
+    def _render_all(
+        self, jobs: list[tuple[ActiveTemplate, Mapping[str, Any]]]
+    ) -> list[RenderOutcome]:
+        """Blocking (a worker thread): each render with its own budget, errors kept per item."""
+        out: list[RenderOutcome] = []
+        for template, variables in jobs:
+            started = time.perf_counter()
+            try:
+                rendered = self.renderer.render_sync(template.content, variables)
+            except AppError as exc:  # missing variable, render failure: this item's own fault
+                RENDERS.labels(template.content.type.value, exc.code).inc()
+                out.append(exc)
+                continue
+            RENDER_SECONDS.observe(time.perf_counter() - started)
+            RENDERS.labels(template.content.type.value, "ok").inc()
+            out.append(
+                _result(
+                    template.code, template.version, template.language, template.content, rendered
+                )
+            )
+        return out
 
     async def preview(
         self, content: Content, variables: Mapping[str, Any], language: str | None
@@ -260,19 +330,7 @@ class TemplateService:
             raise
         RENDER_SECONDS.observe(time.perf_counter() - started)
         RENDERS.labels(content.type.value, "ok").inc()
-        return RenderResult(
-            code=code,
-            version=version,
-            language=language,
-            type=content.type,
-            subject=rendered.subject,
-            html=rendered.html,
-            text=rendered.text,
-            title=rendered.title,
-            body=rendered.body,
-            image=rendered.image,
-            link=rendered.link,
-        )
+        return _result(code, version, language, content, rendered)
 
 
 def _new_version(
@@ -295,4 +353,22 @@ def _new_version(
         link=content.link,
         change_note=change_note,
         created_by=actor,
+    )
+
+
+def _result(
+    code: str, version: int, language: str, content: Content, rendered: RenderedContent
+) -> RenderResult:
+    return RenderResult(
+        code=code,
+        version=version,
+        language=language,
+        type=content.type,
+        subject=rendered.subject,
+        html=rendered.html,
+        text=rendered.text,
+        title=rendered.title,
+        body=rendered.body,
+        image=rendered.image,
+        link=rendered.link,
     )

@@ -13,6 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from libs.clients.cache import VersionedCache
 from libs.http.auth import JwksVerifier
 from libs.http.state import state_dependency
+from template_service.active import ActiveTemplates
 from template_service.config import TemplateSettings
 from template_service.rendering import SandboxRenderer
 
@@ -25,6 +26,7 @@ class TemplateServiceState:
     redis: Redis
     cache: VersionedCache
     renderer: SandboxRenderer
+    active: ActiveTemplates
     verifier: JwksVerifier
 
 

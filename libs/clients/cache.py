@@ -17,6 +17,7 @@ import orjson
 import structlog
 from prometheus_client import Counter
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from libs.clients.errors import UpstreamUnavailable
 from libs.storage.redis import Keys, lua_script
@@ -61,6 +62,16 @@ class VersionedCache:
     ) -> None:
         entry = orjson.dumps({"data": data, "fetched_at": time.time()})
         await self._redis.set(self._keys.cache(kind, ident, version, extra), entry, ex=stale_ttl)
+
+    async def current_versions(self, kind: str, idents: list[str]) -> dict[str, int | None]:
+        """The current version of each ident (None where no version is known), or all None if
+        Redis cannot answer (the caller then does without the cache)."""
+        try:
+            raw = await self._redis.mget([self._keys.cache_version(kind, i) for i in idents])
+        except (RedisError, OSError) as exc:
+            log.warning("cache.versions_unavailable", kind=kind, error=repr(exc))
+            return dict.fromkeys(idents)
+        return {i: int(v) if v is not None else None for i, v in zip(idents, raw, strict=True)}
 
     async def bump(self, kind: str, ident: str, keep_seconds: int = VERSION_KEEP_SECONDS) -> int:
         """Invalidate every cached entry of ``kind``/``ident`` (called by the owning service)."""
