@@ -32,7 +32,9 @@ from user_service.schemas import (
     SigningKeyOut,
     TokenOut,
     UserCreate,
+    UserLookup,
     UserOut,
+    UsersFound,
     UserUpdate,
 )
 from user_service.security import (
@@ -233,6 +235,17 @@ async def read_me(principal: CurrentPrincipal, users: Users) -> Envelope[UserOut
     except ValueError:
         user_id = uuid.UUID(int=0)  # not an account (no such user)
     return ok(await users.present_one(await users.get(user_id)))
+
+
+@users_router.post(
+    "/lookup",
+    summary="Read many users at once (admin, service): what delivery services fetch",
+    response_model=Envelope[UsersFound],
+    responses=_errors(401, 403, 422),
+)
+async def lookup_users(_: ServicePrincipal, body: UserLookup, users: Users) -> Envelope[UsersFound]:
+    found, missing = await users.lookup(body.ids)
+    return ok(UsersFound(users=found, missing=missing))
 
 
 @users_router.get(

@@ -37,6 +37,11 @@ async def get_user(
     return (await session.exec(statement)).first()
 
 
+async def get_users(session: AsyncSession, user_ids: Sequence[uuid.UUID]) -> list[User]:
+    statement = select(User).where(col(User.id).in_(list(user_ids)))
+    return list((await session.exec(statement)).all())
+
+
 async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
     return (await session.exec(select(User).where(User.email == email.lower()))).first()
 

@@ -210,3 +210,17 @@ class SigningKeyOut(BaseModel):
     activated_at: datetime | None
     retired_at: datetime | None
     public_jwk: dict[str, Any]
+
+
+MAX_LOOKUP = 500
+
+
+class UserLookup(RequestBody):
+    """``POST /api/v1/users/lookup``: many users in one call (what delivery services send)."""
+
+    ids: list[uuid.UUID] = Field(min_length=1, max_length=MAX_LOOKUP)
+
+
+class UsersFound(BaseModel):
+    users: list[UserOut]
+    missing: list[uuid.UUID]

@@ -150,6 +150,13 @@ class UserService:
             raise NotFound("No such user.", code="user_not_found")
         return user
 
+    async def lookup(self, user_ids: Sequence[uuid.UUID]) -> tuple[list[UserOut], list[uuid.UUID]]:
+        """The users that exist among ``user_ids`` (one query for users, one for devices), and
+        the ids that do not."""
+        users = await repository.get_users(self.session, user_ids)
+        found = {u.id for u in users}
+        return await self.present(users), [i for i in dict.fromkeys(user_ids) if i not in found]
+
     async def present(self, users: Sequence[User]) -> list[UserOut]:
         tokens = await repository.live_push_tokens(self.session, [u.id for u in users])
         return [

@@ -227,3 +227,23 @@ async def test_bad_list_parameters_are_422(client, admin_headers, query):
 
     assert response.status_code == 422
     assert response.json()["error"] == "validation_error"
+
+
+async def test_many_users_are_read_in_one_call_by_services_only(
+    client, alice, bob, service_headers
+):
+    unknown = str(uuid.uuid4())
+    response = await client.post(
+        "/api/v1/users/lookup",
+        json={"ids": [alice.id, unknown, bob.id, alice.id]},
+        headers=service_headers,
+    )
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    assert sorted(u["id"] for u in data["users"]) == sorted([alice.id, bob.id])
+    assert data["missing"] == [unknown]
+    assert {"preferences", "push_tokens", "email"} <= set(data["users"][0])
+    as_alice = await client.post(
+        "/api/v1/users/lookup", json={"ids": [bob.id]}, headers=alice.headers
+    )
+    assert as_alice.status_code == 403
