@@ -8,11 +8,14 @@ activation, rollback), so the next delivery renders the new content.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from libs.clients.batching import Coalescer
 from libs.clients.cache import VersionedCache
+from libs.clients.errors import UpstreamNotFound, UpstreamRejected
 from libs.clients.http import ServiceClient
 from libs.clients.models import Rendered
 from libs.notification.message import Channel
@@ -21,11 +24,25 @@ TEMPLATE_CACHE = "template"
 
 
 def variables_digest(variables: dict[str, Any]) -> str:
-    canonical = orjson.dumps(variables, option=orjson.OPT_SORT_KEYS)
+    return _digest(orjson.dumps(variables, option=orjson.OPT_SORT_KEYS))
+
+
+def _digest(canonical: bytes) -> str:
     return hashlib.sha256(canonical).hexdigest()[:32]
 
 
+@dataclass(frozen=True)
+class RenderKey:
+    code: str
+    language: str | None
+    variables: bytes
+    """The variables as canonical JSON (hashable, and what is sent)."""
+
+
 class RenderClient:
+    """Renders through template_service's batch endpoint: the renders asked for in one loop turn
+    (by every message a consumer holds) go in one request (:mod:`libs.clients.batching`)."""
+
     def __init__(
         self,
         client: ServiceClient,
@@ -38,18 +55,38 @@ class RenderClient:
         self._cache = cache
         self._ttl = render_ttl
         self._stale_ttl = stale_ttl
+        self._renders: Coalescer[RenderKey, Any] = Coalescer(self._render_many)
 
     async def render(self, code: str, language: str | None, variables: dict[str, Any]) -> Rendered:
-        body = {"variables": variables, "language": language}
+        canonical = orjson.dumps(variables, option=orjson.OPT_SORT_KEYS)
+        key = RenderKey(code, language, canonical)
 
         async def fetch() -> Any:
-            return await self._client.request("POST", f"/api/v1/templates/{code}/render", json=body)
+            return await self._renders.load(key)
 
-        extra = f"{language or '-'}:{variables_digest(variables)}"
+        extra = f"{language or '-'}:{_digest(canonical)}"
         data = await self._cache.get_through(
             TEMPLATE_CACHE, code, fetch, fresh_ttl=self._ttl, stale_ttl=self._stale_ttl, extra=extra
         )
         return Rendered.model_validate(data)
+
+    async def _render_many(self, keys: list[RenderKey]) -> dict[RenderKey, Any]:
+        items = [
+            {"code": k.code, "language": k.language, "variables": orjson.loads(k.variables)}
+            for k in keys
+        ]
+        outcomes = await self._client.request("POST", "/api/v1/renders", json={"items": items})
+        return {key: _outcome(outcome) for key, outcome in zip(keys, outcomes, strict=True)}
+
+
+def _outcome(outcome: dict[str, Any]) -> Any:
+    if outcome.get("ok"):
+        return outcome["result"]
+    code = str(outcome.get("error") or "render_failed")
+    message = str(outcome.get("message") or code)
+    if code == "template_not_found":
+        return UpstreamNotFound("template_service", message, 404)
+    return UpstreamRejected("template_service", message, 422, code=code)
 
 
 class TemplateCatalog:

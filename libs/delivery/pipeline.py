@@ -158,10 +158,9 @@ class DeliveryPipeline:
         if started is not None:
             return started
         try:
-            preferences = await self._users.get_preferences(message.user_id)
-            if not self._adapter.opted_in(preferences):
+            user = await self._users.get_user(message.user_id)  # preferences included
+            if not self._adapter.opted_in(user.preferences):
                 raise _Skip(f"user opted out of {self._channel.value} notifications")
-            user = await self._users.get_user(message.user_id)
             recipients = self._adapter.recipients(user)
             if not recipients:
                 raise _Skip(f"user has no {self._channel.value} address or device")

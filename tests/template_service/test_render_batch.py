@@ -39,7 +39,7 @@ async def test_a_batch_answers_each_item_in_order_with_its_own_errors(api: Templ
 
 
 async def test_a_batch_is_bounded_and_for_services_only(api: TemplateApi) -> None:
-    too_many = [{"code": "welcome", "variables": VARIABLES}] * 501
+    too_many: list[dict[str, object]] = [{"code": "welcome", "variables": VARIABLES}] * 501
     assert (await _batch(api, too_many)).status_code == 422
     as_user = await api.request(
         "POST", "/api/v1/renders", json={"items": too_many[:1]}, role="user"
