@@ -15,20 +15,16 @@ so it is an unknown outcome (``OutcomeUnknown``), never resent and never failed 
 from __future__ import annotations
 
 import asyncio
-import re
 import socket
 import time
 from dataclasses import dataclass
-from email import policy
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.policy import Policy
-from email.utils import formatdate, parseaddr
+from email.utils import parseaddr
 from typing import Any
 
 import aiosmtplib
 import structlog
 
+from email_service.mime import encode
 from email_service.providers import OutgoingEmail
 from libs.delivery.providers import (
     Commit,
@@ -275,49 +271,6 @@ def _set_cork(sock: Any, on: bool) -> bool:
     except OSError:
         return False
     return True
-
-
-def dot_stuffed(message: bytes) -> bytes:
-    """CRLF line endings, leading dots doubled (RFC 5321 4.5.2), ending with CRLF."""
-    lines = message.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    return b"".join((b"." + line if line.startswith(b".") else line) + b"\r\n" for line in lines)
-
-
-def encode(email: OutgoingEmail, *, eight_bit: bool) -> bytes:
-    """The message as DATA lines: 8-bit text parts where the relay takes them (8BITMIME), else
-    quoted-printable/base64 (7-bit)."""
-    generator_policy = policy.SMTP if eight_bit else policy.SMTP.clone(cte_type="7bit")
-    mime = to_mime(email, generator_policy)
-    return dot_stuffed(mime.as_bytes(policy=generator_policy))
-
-
-# Characters that end a line somewhere (str.splitlines: \n \r \v \f \x1c-\x1e \x85 \u2028
-# \u2029) or are otherwise control characters: in a header value they would make the standard
-# library refuse the message on every attempt, so they become spaces.
-_NOT_IN_A_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]+")
-
-
-def header_text(value: str) -> str:
-    """A header value (subject, display name) on one line, without control characters."""
-    return _NOT_IN_A_HEADER.sub(" ", value).strip()
-
-
-def to_mime(email: OutgoingEmail, mime_policy: Policy = policy.default) -> EmailMessage:
-    """A multipart/alternative message: plain text first, HTML as the preferred alternative."""
-    mail = EmailMessage(policy=mime_policy)
-    mail["From"] = header_text(email.sender)
-    mail["To"] = Address(display_name=header_text(email.to_name), addr_spec=email.to_address)
-    mail["Subject"] = header_text(email.subject)
-    mail["Date"] = formatdate(localtime=False)
-    mail["Message-ID"] = email.message_id
-    for name, value in email.headers.items():
-        mail[name] = header_text(value)
-    mail.set_content(email.text)
-    if email.html:
-        mail.add_alternative(email.html, subtype="html")
-    return mail
 
 
 def _discard(conn: _Connection | None) -> _Connection | None:
