@@ -124,14 +124,14 @@ def create_app(settings: DlqSettings | None = None) -> FastAPI:
         lifespan=lifespan,
         routers=[router],
         readiness={
-            "postgres": postgres_ready(lambda r: dlq_state(r).engine),
-            "redis": redis_ready(lambda r: dlq_state(r).redis),
-            "rabbitmq": publisher_ready(lambda r: dlq_state(r).publisher),
-            "consumer": consumer_ready(lambda r: dlq_state(r).consumer),
+            "postgres": postgres_ready(lambda r: dlq_state.of(r).engine),
+            "redis": redis_ready(lambda r: dlq_state.of(r).redis),
+            "rabbitmq": publisher_ready(lambda r: dlq_state.of(r).publisher),
+            "consumer": consumer_ready(lambda r: dlq_state.of(r).consumer),
         },
         metrics_refresh={
             "queues": queue_stats_refresh(
-                lambda r: dlq_state(r).queue_stats, lambda r: dlq_state(r).connection
+                lambda r: dlq_state.of(r).queue_stats, lambda r: dlq_state.of(r).connection
             ),
         },
         max_body_bytes=settings.max_body_bytes,

@@ -32,6 +32,7 @@ from libs.http.lifespan import (
     redis_ready,
 )
 from libs.http.state import lifespan_state
+from libs.http.token_cache import CachedVerifier
 from libs.storage.ratelimit import TokenBuckets
 from libs.storage.redis import Keys
 from libs.storage.status_store import RedisStatusStore
@@ -78,7 +79,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                     redis, rate=settings.rate_limit_per_second, capacity=settings.rate_limit_burst
                 ),
                 publisher=publisher,
-                verifier=jwks_verifier(settings, http),
+                verifier=CachedVerifier(jwks_verifier(settings, http)),
                 intake=NotificationIntake(
                     idempotency=RedisIdempotencyStore(redis, keys),
                     status=status,
@@ -101,8 +102,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         lifespan=lifespan,
         routers=[router],
         readiness={
-            "redis": redis_ready(lambda r: gateway_state(r).redis),
-            "rabbitmq": publisher_ready(lambda r: gateway_state(r).publisher),
+            "redis": redis_ready(lambda r: gateway_state.of(r).redis),
+            "rabbitmq": publisher_ready(lambda r: gateway_state.of(r).publisher),
         },
         max_body_bytes=settings.max_body_bytes,
     )

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.config import GatewaySettings
 from gateway.history import NotificationHistory
 from gateway.intake import NotificationIntake
-from libs.http.auth import JwksVerifier
+from libs.http.auth import TokenVerifier
 from libs.http.state import state_dependency
 from libs.messaging.publisher import ConfirmedPublisher
 from libs.storage.ratelimit import TokenBuckets
@@ -30,7 +30,7 @@ class GatewayState:
     history: NotificationHistory
     rate_limits: TokenBuckets
     publisher: ConfirmedPublisher
-    verifier: JwksVerifier
+    verifier: TokenVerifier
     intake: NotificationIntake
 
 

@@ -61,8 +61,8 @@ def create_app(settings: TemplateSettings | None = None) -> FastAPI:
         lifespan=lifespan,
         routers=[router, renders_router],
         readiness={
-            "postgres": postgres_ready(lambda r: template_service_state(r).engine),
-            "redis": redis_ready(lambda r: template_service_state(r).redis),
+            "postgres": postgres_ready(lambda r: template_service_state.of(r).engine),
+            "redis": redis_ready(lambda r: template_service_state.of(r).redis),
         },
         max_body_bytes=settings.max_body_bytes,
     )

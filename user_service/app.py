@@ -67,8 +67,8 @@ def create_app(settings: UserSettings | None = None) -> FastAPI:
         lifespan=lifespan,
         routers=routers,
         readiness={
-            "postgres": postgres_ready(lambda r: user_service_state(r).engine),
-            "redis": redis_ready(lambda r: user_service_state(r).redis),
+            "postgres": postgres_ready(lambda r: user_service_state.of(r).engine),
+            "redis": redis_ready(lambda r: user_service_state.of(r).redis),
         },
         max_body_bytes=settings.max_body_bytes,
     )

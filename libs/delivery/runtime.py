@@ -243,24 +243,25 @@ def create_delivery_app(
         log.info("service.stopped")
 
     async def providers_ready(request: Request) -> Mapping[str, Any]:
-        return await delivery_state(request).adapter.health()
+        return await delivery_state.of(request).adapter.health()
 
     async def breakers_now(request: Request) -> None:
-        await delivery_state(request).adapter.health()  # reads each breaker from Redis
+        await delivery_state.of(request).adapter.health()  # reads each breaker from Redis
 
     return create_app(
         service=service,
         title=title,
         lifespan=lifespan,
         readiness={
-            "redis": redis_ready(lambda r: delivery_state(r).redis),
-            "rabbitmq": consumer_ready(lambda r: delivery_state(r).consumer),
+            "redis": redis_ready(lambda r: delivery_state.of(r).redis),
+            "rabbitmq": consumer_ready(lambda r: delivery_state.of(r).consumer),
             "providers": providers_ready,
         },
         metrics_refresh={
             "breakers": breakers_now,
             "queues": queue_stats_refresh(
-                lambda r: delivery_state(r).queue_stats, lambda r: delivery_state(r).connection
+                lambda r: delivery_state.of(r).queue_stats,
+                lambda r: delivery_state.of(r).connection,
             ),
         },
         max_body_bytes=settings.max_body_bytes,

@@ -9,8 +9,8 @@ uses and mypy checks it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Protocol, TypeVar, runtime_checkable
+from collections.abc import AsyncIterator
+from typing import Annotated, Generic, Protocol, TypeVar, runtime_checkable
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -37,14 +37,25 @@ def read_state(connection: HTTPConnection, kind: type[S]) -> S:
     return state
 
 
-def state_dependency(kind: type[S]) -> Callable[[Request], S]:
-    """A FastAPI dependency returning the request's state as a ``kind``."""
+class StateGetter(Generic[S]):
+    """A FastAPI dependency returning the request's state as a ``kind`` (``of`` for plain code).
 
-    def dependency(request: Request) -> S:
-        return read_state(request, kind)
+    Its ``__call__`` is a coroutine on purpose: FastAPI runs a plain function dependency in a
+    worker thread, a thread hop on every request for a dictionary lookup.
+    """
 
-    dependency.__name__ = f"{kind.__name__.lower()}_state"
-    return dependency
+    def __init__(self, kind: type[S]) -> None:
+        self.kind = kind
+
+    async def __call__(self, request: Request) -> S:
+        return read_state(request, self.kind)
+
+    def of(self, connection: HTTPConnection) -> S:
+        return read_state(connection, self.kind)
+
+
+def state_dependency(kind: type[S]) -> StateGetter[S]:
+    return StateGetter(kind)
 
 
 @runtime_checkable
