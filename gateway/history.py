@@ -264,13 +264,18 @@ class HistoryRecorder:
         self._claim_idle_ms = claim_idle_ms
         self._retention = retention
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._purged_at = 0.0
 
     async def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name="history-recorder")
 
     async def stop(self) -> None:
         if self._task is not None:
+            # redis-py may turn the cancellation of a blocked XREADGROUP into a RedisError; the flag
+            # makes the loop end even then rather than retry forever
+            self._stopping = True
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -284,13 +289,15 @@ class HistoryRecorder:
 
     async def _run(self) -> None:
         backoff = 0.5
-        while True:
+        while not self._stopping:
             try:
-                while True:
+                while not self._stopping:
                     await self.record_once()
                     await self._purge_if_due()
                     backoff = 0.5
             except (RedisError, OSError, SQLAlchemyError) as exc:
+                if self._stopping:
+                    return
                 # nothing is lost: unacknowledged entries stay in the stream for the next try
                 log.warning("history.record_failed", error=repr(exc), retry_in=backoff)
                 await asyncio.sleep(backoff)
