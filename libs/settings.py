@@ -19,6 +19,7 @@ Environment = Literal["development", "test", "production"]
 
 # Secrets that ship in .env.example and docker-compose.yml for local use only.
 DEVELOPMENT_SECRETS = frozenset({"", "change-me", "herald-dev-service-password", "admin12345!"})
+MIN_SERVICE_PASSWORD_LENGTH = 20
 
 
 class ServiceSettings(BaseSettings):
@@ -73,6 +74,13 @@ class ServiceSettings(BaseSettings):
             for name in self.secret_fields():
                 if str(getattr(self, name)) in DEVELOPMENT_SECRETS:
                     raise ValueError(f"{name.upper()} must be set to a real secret in production")
+            # No lockout protects the service account (strangers must not be able to lock our own
+            # services out), so its password must be too long to guess.
+            if len(self.service_account_password) < MIN_SERVICE_PASSWORD_LENGTH:
+                raise ValueError(
+                    "SERVICE_ACCOUNT_PASSWORD must be at least "
+                    f"{MIN_SERVICE_PASSWORD_LENGTH} characters in production"
+                )
         return self
 
     def secret_fields(self) -> tuple[str, ...]:

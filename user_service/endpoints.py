@@ -67,6 +67,12 @@ async def optional_principal(
     return await current_principal(request, credentials)
 
 
+def source_address(request: Request) -> str:
+    """The caller's address (behind a proxy, uvicorn takes it from ``X-Forwarded-For`` for the
+    addresses in ``FORWARDED_ALLOW_IPS``)."""
+    return request.client.host if request.client else "unknown"
+
+
 def user_service(state: State, session: SessionDep) -> UserService:
     return UserService(session, state.settings, state.hasher)
 
@@ -109,8 +115,11 @@ jwks_router = APIRouter(tags=["auth"])
     response_model=Envelope[TokenOut],
     responses=_errors(401, 422, 429),
 )
-async def login(state: State, body: LoginRequest, users: Users) -> Envelope[TokenOut]:
-    token = await users.login(body.email, body.password, state.throttle, state.issuer)
+async def login(
+    request: Request, state: State, body: LoginRequest, users: Users
+) -> Envelope[TokenOut]:
+    source = source_address(request)
+    token = await users.login(body.email, body.password, source, state.throttle, state.issuer)
     await users.session.commit()  # a password rehash, if the hash parameters changed
     return ok(token)
 

@@ -426,10 +426,17 @@ class UserService:
     # -- login --------------------------------------------------------------------------------
 
     async def login(
-        self, email: str, password: str, throttle: LoginThrottle, issuer: TokenIssuer
+        self,
+        email: str,
+        password: str,
+        source: str,
+        throttle: LoginThrottle,
+        issuer: TokenIssuer,
     ) -> TokenOut:
+        """Check the password of ``email`` for a caller at address ``source`` (see
+        :mod:`user_service.throttle` for what failures cost, and whom)."""
         email = email.strip().lower()
-        await throttle.admit(email)
+        await throttle.admit(email, source)  # before the session holds a database connection
         user = await repository.get_user_by_email(self.session, email)
         if user is None:
             await self.hasher.verify_unknown_account(password)
@@ -437,16 +444,17 @@ class UserService:
         else:
             valid = await self.hasher.verify(user.password_hash, password)
         if user is None or not valid:
-            failures = await throttle.record_failure(email)
+            lockable = user is None or user.role != Role.SERVICE.value
+            failures = await throttle.record_failure(email, source, lockable=lockable)
             LOGINS.labels("invalid_credentials").inc()
             log.info(
                 "auth.login_failed",
                 user_id=str(user.id) if user else None,
                 failures=failures,
-                locked=failures >= self.settings.login_max_failures,
+                locked=lockable and failures >= self.settings.login_max_failures,
             )
             raise Unauthorized("Invalid email or password.", code="invalid_credentials")
-        await throttle.reset(email)
+        await throttle.reset(email, source)
         if self.hasher.needs_rehash(user.password_hash):
             user.password_hash = await self.hasher.hash(password)
             self.session.add(user)

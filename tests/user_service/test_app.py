@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pydantic import ValidationError
 
@@ -120,3 +122,16 @@ def test_production_refuses_development_credentials(overrides, variable):
         UserSettings(**values)
 
     assert UserSettings(**{**values, **{k: f"real-{k}-1@example.com" for k in overrides}})
+
+
+def test_production_refuses_a_guessable_service_password():
+    values: dict[str, Any] = {
+        "environment": "production",
+        "admin_email": "ops@example.com",
+        "admin_password": "a-real-secret-9",
+    }
+
+    with pytest.raises(ValidationError, match="SERVICE_ACCOUNT_PASSWORD"):
+        UserSettings(**values, service_account_password="short-secret-1")
+
+    assert UserSettings(**values, service_account_password="a-long-random-secret-42")
