@@ -20,7 +20,7 @@ from user_service.endpoints import routers
 from user_service.security import LocalVerifier, PasswordHasher, SigningKeyStore, TokenIssuer
 from user_service.service import UserCacheInvalidator
 from user_service.state import UserServiceState, user_service_state
-from user_service.throttle import LoginThrottle
+from user_service.throttle import LoginThrottle, RegistrationThrottle
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +50,7 @@ def create_app(settings: UserSettings | None = None) -> FastAPI:
                 issuer=TokenIssuer(signing_keys, settings),
                 hasher=PasswordHasher(settings),
                 throttle=LoginThrottle(redis, keys, settings),
+                registrations=RegistrationThrottle(redis, keys, settings),
                 invalidator=UserCacheInvalidator(VersionedCache(redis, keys)),
             )
             try:

@@ -200,13 +200,15 @@ users_router = APIRouter(prefix="/api/v1/users", tags=["users"])
 @users_router.post(
     "/",
     status_code=201,
-    summary="Register a user (anonymous: role user only; admin: any role)",
+    summary="Register a user (admin: any role; others: role user, if self-registration is on)",
     response_model=Envelope[UserOut],
-    responses=_errors(401, 403, 409, 422),
+    responses=_errors(401, 403, 409, 422, 429),
 )
 async def create_user(
-    state: State, principal: OptionalPrincipal, body: UserCreate, users: Users
+    request: Request, state: State, principal: OptionalPrincipal, body: UserCreate, users: Users
 ) -> Envelope[UserOut]:
+    if users.is_self_registration(body, principal):
+        await state.registrations.admit(source_address(request))
     user = await users.register(body, principal)
     await commit(state, users)
     return ok(await users.present_one(user), message="User created.")

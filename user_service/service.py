@@ -193,11 +193,19 @@ class UserService:
 
     # -- accounts -----------------------------------------------------------------------------
 
-    async def register(self, data: UserCreate, actor: Principal | None) -> User:
-        if data.role is not Role.USER and (actor is None or actor.role is not Role.ADMIN):
+    def is_self_registration(self, data: UserCreate, actor: Principal | None) -> bool:
+        """True when someone other than an admin registers (allowed only for role ``user`` and
+        while self-registration is open); raises 403 when it is not allowed."""
+        if actor is not None and actor.role is Role.ADMIN:
+            return False
+        if data.role is not Role.USER:
             raise Forbidden(f"Only an admin may create {data.role.value} accounts.")
-        if actor is None and not self.settings.allow_self_registration:
+        if not self.settings.allow_self_registration:
             raise Forbidden("Self-registration is disabled.", code="registration_closed")
+        return True
+
+    async def register(self, data: UserCreate, actor: Principal | None) -> User:
+        self.is_self_registration(data, actor)
         check_password_policy(data.password, data.email, self.settings)
         if await repository.email_in_use(self.session, data.email):
             raise Conflict("This email is already registered.", code="email_taken")

@@ -14,7 +14,7 @@ from libs.http.state import state_dependency
 from user_service.config import UserSettings
 from user_service.security import LocalVerifier, PasswordHasher, SigningKeyStore, TokenIssuer
 from user_service.service import UserCacheInvalidator
-from user_service.throttle import LoginThrottle
+from user_service.throttle import LoginThrottle, RegistrationThrottle
 
 
 @dataclass(kw_only=True)
@@ -28,6 +28,7 @@ class UserServiceState:
     issuer: TokenIssuer
     hasher: PasswordHasher
     throttle: LoginThrottle
+    registrations: RegistrationThrottle
     invalidator: UserCacheInvalidator
 
 

@@ -25,10 +25,16 @@ import hashlib
 from redis.asyncio import Redis
 
 from libs.http.errors import RateLimited
+from libs.storage.ratelimit import TokenBuckets
 from libs.storage.redis import Keys, lua_script
 from user_service.config import UserSettings
 
 _RECORD_FAILURE = lua_script(__file__, "throttle_record_failure.lua")
+
+
+def _digest(*parts: str) -> str:
+    """What a Redis key says about an account or an address: a hash, never the value."""
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
 def slowdown_seconds(failures: int, settings: UserSettings) -> float:
@@ -47,8 +53,7 @@ class LoginThrottle:
         self._record = redis.register_script(_RECORD_FAILURE)
 
     def _names(self, account: str, source: str) -> tuple[str, str]:
-        identity = f"{account.strip().lower()}\n{source}"
-        digest = hashlib.sha256(identity.encode()).hexdigest()[:32]
+        digest = _digest(account.strip().lower(), source)
         return (
             self._keys.login_failures(digest),
             self._keys.login_lock(digest),
@@ -91,3 +96,25 @@ class LoginThrottle:
 
     async def reset(self, account: str, source: str) -> None:
         await self._redis.delete(*self._names(account, source))
+
+
+class RegistrationThrottle:
+    """Self-registrations per source address: a token bucket shared by every replica."""
+
+    def __init__(self, redis: Redis, keys: Keys, settings: UserSettings) -> None:
+        self._keys = keys
+        self._buckets = TokenBuckets(
+            redis,
+            rate=settings.self_registrations_per_hour / 3600,
+            capacity=settings.self_registration_burst,
+        )
+
+    async def admit(self, source: str) -> None:
+        """Take one registration from ``source``'s bucket, or refuse with 429."""
+        verdict = await self._buckets.try_take(self._keys.rate_limit(f"register:{_digest(source)}"))
+        if not verdict.allowed:
+            seconds = max(1, -(-verdict.retry_after_ms // 1000))
+            raise RateLimited(
+                "Too many registrations from this address; try again later.",
+                headers={"Retry-After": str(seconds)},
+            )

@@ -36,7 +36,8 @@ ACTORS = ("admin", "service", "self", "other", "anonymous")
 # endpoint name, method, path, body; expected status for admin, service, self, other, anonymous.
 # {user_id} is the "self" user; {token_id} one of their devices; {kid} a replaced signing key.
 TABLE: list[tuple[str, str, str, dict[str, Any] | None, tuple[int, int, int, int, int]]] = [
-    ("register user", "POST", "/api/v1/users/", {"role": "user"}, (201, 201, 201, 201, 201)),
+    # self-registration is off (the default): only admins create accounts
+    ("register user", "POST", "/api/v1/users/", {"role": "user"}, (201, 403, 403, 403, 403)),
     ("register admin", "POST", "/api/v1/users/", {"role": "admin"}, (201, 403, 403, 403, 403)),
     ("register service", "POST", "/api/v1/users/", {"role": "service"}, (201, 403, 403, 403, 403)),
     ("list users", "GET", "/api/v1/users/", None, (200, 403, 403, 403, 401)),
@@ -156,4 +157,5 @@ async def test_access(client, method, path, body, actor, expected):
     if expected == 401:
         assert payload["error"] == "missing_token"
     if expected == 403:
-        assert payload["error"] == "forbidden"
+        closed = body == {"role": "user"}
+        assert payload["error"] == ("registration_closed" if closed else "forbidden")

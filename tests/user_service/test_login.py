@@ -119,11 +119,9 @@ async def test_unknown_emails_lock_too_so_lockout_reveals_nothing(client):
     assert response.status_code == 429
 
 
-async def test_lockout_expires(migrated_url, redis_prefix):
-    settings = make_settings(
-        migrated_url, redis_prefix, login_max_failures=2, login_lockout_seconds=1
-    )
-    async with app_client(create_app(settings)) as client:
+async def test_lockout_expires(settings):
+    short = settings.model_copy(update={"login_max_failures": 2, "login_lockout_seconds": 1})
+    async with app_client(create_app(short)) as client:
         user = await register(client)
         for _ in range(2):
             await _attempt(client, user["email"], "wrong-password-1")
@@ -145,16 +143,16 @@ async def test_a_successful_login_resets_the_failure_count(client):
     assert [r.status_code for r in after_reset] == [401] * 4
 
 
-async def test_repeated_failures_slow_down_further_attempts(migrated_url, redis_prefix):
-    settings = make_settings(
-        migrated_url,
-        redis_prefix,
-        login_slowdown_after=2,
-        login_slowdown_base_seconds=0.2,
-        login_slowdown_max_seconds=0.3,
-        login_max_failures=10,
+async def test_repeated_failures_slow_down_further_attempts(settings):
+    slow = settings.model_copy(
+        update={
+            "login_slowdown_after": 2,
+            "login_slowdown_base_seconds": 0.2,
+            "login_slowdown_max_seconds": 0.3,
+            "login_max_failures": 10,
+        }
     )
-    async with app_client(create_app(settings)) as client:
+    async with app_client(create_app(slow)) as client:
         user = await register(client)
         durations = []
         for _ in range(5):
