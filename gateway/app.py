@@ -105,4 +105,5 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             "rabbitmq": publisher_ready(lambda r: gateway_state(r).publisher),
         },
         max_body_bytes=settings.max_body_bytes,
+        metrics_token=settings.metrics_token,
     )

@@ -53,6 +53,10 @@ class ServiceSettings(BaseSettings):
     service_account_email: str = "service@herald.local"
     service_account_password: str = Field(default="herald-dev-service-password", repr=False)
 
+    # /metrics answers only ``Authorization: Bearer <metrics_token>`` when set (required in
+    # production: metrics name providers, queues and error rates).
+    metrics_token: str | None = Field(default=None, repr=False)
+
     # Upper bound for request bodies, in bytes (413 above it).
     max_body_bytes: int = 65_536
     http_timeout_seconds: float = 5.0
@@ -74,6 +78,8 @@ class ServiceSettings(BaseSettings):
             for name in self.secret_fields():
                 if str(getattr(self, name)) in DEVELOPMENT_SECRETS:
                     raise ValueError(f"{name.upper()} must be set to a real secret in production")
+            if self.metrics_token is None:
+                raise ValueError("METRICS_TOKEN must be set in production")
             # No lockout protects the service account (strangers must not be able to lock our own
             # services out), so its password must be too long to guess.
             if len(self.service_account_password) < MIN_SERVICE_PASSWORD_LENGTH:
@@ -85,7 +91,7 @@ class ServiceSettings(BaseSettings):
 
     def secret_fields(self) -> tuple[str, ...]:
         """Fields that must not keep their development default in production."""
-        return ("service_account_password",)
+        return ("service_account_password", "metrics_token")
 
 
 class MessagingSettings(ServiceSettings):

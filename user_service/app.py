@@ -72,4 +72,5 @@ def create_app(settings: UserSettings | None = None) -> FastAPI:
             "redis": redis_ready(lambda r: user_service_state(r).redis),
         },
         max_body_bytes=settings.max_body_bytes,
+        metrics_token=settings.metrics_token,
     )

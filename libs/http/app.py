@@ -10,6 +10,7 @@ replica last saw.
 from __future__ import annotations
 
 import asyncio
+import hmac
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ from pydantic import BaseModel
 
 from libs.http.docs import install_offline_docs
 from libs.http.envelope import Envelope, ok
-from libs.http.errors import error_response, install_error_handlers
+from libs.http.errors import Unauthorized, error_response, install_error_handlers
 from libs.http.middleware import BodyLimitMiddleware, CorrelationIdMiddleware, HttpMetricsMiddleware
 
 log = structlog.get_logger(__name__)
@@ -54,7 +55,9 @@ def operational_router(
     service: str,
     checks: Mapping[str, ReadinessCheck],
     metrics_refresh: Mapping[str, MetricsRefresh] | None = None,
+    metrics_token: str | None = None,
 ) -> APIRouter:
+    """``metrics_token``: when set, ``/metrics`` answers only ``Authorization: Bearer <it>``."""
     router = APIRouter(tags=["operations"])
 
     @router.get("/health", summary="Liveness: the process answers; checks no dependency")
@@ -79,8 +82,15 @@ def operational_router(
             return JSONResponse(ok(data).model_dump(mode="json"))
         return error_response(503, "not_ready", "A dependency is unavailable.", data)
 
-    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics (with METRICS_TOKEN set: `Authorization: Bearer <token>`)",
+        response_class=Response,
+        responses={401: {"model": Envelope[None], "description": "Missing or wrong token"}},
+    )
     async def metrics(request: Request) -> Response:
+        if metrics_token is not None:
+            _check_metrics_token(request.headers.get("authorization"), metrics_token)
         for name, refresh in (metrics_refresh or {}).items():
             try:
                 await asyncio.wait_for(refresh(request), REFRESH_TIMEOUT_SECONDS)
@@ -89,6 +99,18 @@ def operational_router(
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+def _check_metrics_token(authorization: str | None, expected: str) -> None:
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized(
+            "/metrics needs the metrics token as a bearer token.",
+            code="missing_token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        raise Unauthorized("Wrong metrics token.", code="invalid_token")
 
 
 def create_app(
@@ -101,6 +123,7 @@ def create_app(
     metrics_refresh: Mapping[str, MetricsRefresh] | None = None,
     max_body_bytes: int = 65_536,
     description: str = "",
+    metrics_token: str | None = None,
 ) -> FastAPI:
     """Build a FastAPI app with the envelope, error handlers, middleware and operational routes."""
     app = FastAPI(
@@ -117,7 +140,7 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(HttpMetricsMiddleware)
     app.add_middleware(CorrelationIdMiddleware)
-    app.include_router(operational_router(service, readiness or {}, metrics_refresh))
+    app.include_router(operational_router(service, readiness or {}, metrics_refresh, metrics_token))
     for router in routers:
         app.include_router(router)
     return app

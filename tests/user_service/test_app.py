@@ -107,6 +107,8 @@ def test_generic_variables_are_the_fallback(monkeypatch):
         ({"admin_password": "admin12345!"}, "ADMIN_PASSWORD"),
         ({"admin_email": "admin@herald.local"}, "ADMIN_EMAIL"),
         ({"service_account_password": "herald-dev-service-password"}, "SERVICE_ACCOUNT_PASSWORD"),
+        ({"metrics_token": "change-me"}, "METRICS_TOKEN"),
+        ({"metrics_token": None}, "METRICS_TOKEN"),
     ],
 )
 def test_production_refuses_development_credentials(overrides, variable):
@@ -115,6 +117,7 @@ def test_production_refuses_development_credentials(overrides, variable):
         "admin_email": "ops@example.com",
         "admin_password": "a-real-secret-9",
         "service_account_password": "another-real-secret-8",
+        "metrics_token": "a-real-metrics-token-7",
         **overrides,
     }
 
@@ -129,6 +132,7 @@ def test_production_refuses_a_guessable_service_password():
         "environment": "production",
         "admin_email": "ops@example.com",
         "admin_password": "a-real-secret-9",
+        "metrics_token": "a-real-metrics-token-7",
     }
 
     with pytest.raises(ValidationError, match="SERVICE_ACCOUNT_PASSWORD"):
