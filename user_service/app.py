@@ -15,6 +15,7 @@ from libs.http.app import create_app as create_service_app
 from libs.http.lifespan import open_database, open_redis, postgres_ready, redis_ready
 from libs.http.state import lifespan_state
 from libs.storage.redis import Keys
+from user_service.clients import RevocationList
 from user_service.config import UserSettings
 from user_service.endpoints import routers
 from user_service.security import LocalVerifier, PasswordHasher, SigningKeyStore, TokenIssuer
@@ -51,6 +52,7 @@ def create_app(settings: UserSettings | None = None) -> FastAPI:
                 hasher=PasswordHasher(settings),
                 throttle=LoginThrottle(redis, keys, settings),
                 registrations=RegistrationThrottle(redis, keys, settings),
+                revocations=RevocationList(redis, keys, settings),
                 invalidator=UserCacheInvalidator(VersionedCache(redis, keys)),
             )
             try:

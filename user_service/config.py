@@ -22,6 +22,9 @@ class UserSettings(ServiceSettings):
 
     # Tokens
     access_token_ttl_seconds: int = Field(900, ge=30, le=86_400)
+    # Lifetime of a client backend's token; a revoked client's token is refused by the gateway at
+    # once (a Redis denylist), and elsewhere it lives at most this long.
+    client_token_ttl_seconds: int = Field(300, ge=30, le=3600)
     # How long a replica keeps the active signing key and the published public keys in memory;
     # replicas agree through the database, so a rotation is picked up within this time.
     signing_key_cache_seconds: float = Field(5.0, ge=0)

@@ -289,10 +289,12 @@ class TokenIssuer:
         self._keys = keys
         self._settings = settings
 
-    async def issue(self, subject: uuid.UUID | str, role: Role) -> IssuedToken:
+    async def issue(
+        self, subject: uuid.UUID | str, role: Role, *, ttl: int | None = None
+    ) -> IssuedToken:
         key = await self._keys.active_key()
         now = int(time.time())
-        ttl = self._settings.access_token_ttl_seconds
+        ttl = ttl or self._settings.access_token_ttl_seconds
         claims = {
             "sub": str(subject),
             "role": role.value,

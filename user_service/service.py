@@ -82,8 +82,10 @@ def check_password_policy(password: str, email: str, settings: UserSettings) -> 
 
 
 def ensure_may_read(actor: Principal, user_id: uuid.UUID) -> None:
-    """Admins and services read anyone; a user reads only themself."""
-    if actor.role in (Role.ADMIN, Role.SERVICE) or actor.sub == str(user_id):
+    """Admins and services read anyone; a user reads only themself; a client backend nobody."""
+    if actor.role in (Role.ADMIN, Role.SERVICE) or (
+        actor.role is Role.USER and actor.sub == str(user_id)
+    ):
         return
     raise Forbidden("You may only read your own account.")
 

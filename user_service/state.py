@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from libs.http.state import state_dependency
+from user_service.clients import RevocationList
 from user_service.config import UserSettings
 from user_service.security import LocalVerifier, PasswordHasher, SigningKeyStore, TokenIssuer
 from user_service.service import UserCacheInvalidator
@@ -29,6 +30,7 @@ class UserServiceState:
     hasher: PasswordHasher
     throttle: LoginThrottle
     registrations: RegistrationThrottle
+    revocations: RevocationList
     invalidator: UserCacheInvalidator
 
 

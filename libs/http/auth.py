@@ -33,9 +33,17 @@ JWKS_PATH = "/.well-known/jwks.json"
 
 
 class Role(StrEnum):
+    """Who a token speaks for (docs/security.md has what each may do)."""
+
     ADMIN = "admin"
+    """An operator (a person): everything."""
     SERVICE = "service"
+    """One of our own services calling another (users, renders, pruning tokens)."""
     USER = "user"
+    """An end user: only themself."""
+    CLIENT = "client"
+    """A client backend that sends notifications and sees only its own; ``sub`` is its client id
+    (a row of user_service's ``clients`` table, not a user account)."""
 
 
 @dataclass(frozen=True)
