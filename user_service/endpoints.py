@@ -111,7 +111,7 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         422: "Invalid input (`validation_error`, or a domain rule)",
         429: "Too many attempts",
     }
-    return {s: {"model": Envelope[None], "description": descriptions[s]} for s in statuses}
+    return {s: {"description": descriptions[s]} for s in statuses}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -502,10 +502,7 @@ async def read_client(
     response_model=Envelope[ClientOut],
     responses={
         **_errors(401, 403, 404),
-        503: {
-            "model": Envelope[None],
-            "description": "Revoked, but the gateway could not be told yet: repeat",
-        },
+        503: {"description": "Revoked, but the gateway could not be told yet: repeat"},
     },
 )
 async def revoke_client(

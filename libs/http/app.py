@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from libs.http.docs import install_offline_docs
-from libs.http.envelope import Envelope, ok
+from libs.http.envelope import Envelope, ErrorEnvelope, ok
 from libs.http.errors import Unauthorized, error_response, install_error_handlers
 from libs.http.middleware import BodyLimitMiddleware, CorrelationIdMiddleware, HttpMetricsMiddleware
 
@@ -42,6 +42,8 @@ class Readiness(BaseModel):
     checks: dict[str, dict[str, Any]]
     """Per dependency: ``status`` (ok/down), ``error`` when down, and what the check reports."""
 
+
+_SCHEMAS = "#/components/schemas/"
 
 ReadinessCheck = Callable[[Request], Awaitable[Mapping[str, Any] | None]]
 """Returns details to show (or None); raises to report the dependency as down."""
@@ -64,7 +66,11 @@ def operational_router(
     async def health() -> Envelope[Health]:
         return ok(Health(status="ok", service=service, timestamp=datetime.now(UTC)))
 
-    @router.get("/ready", summary="Readiness: the service's own dependencies answer")
+    @router.get(
+        "/ready",
+        summary="Readiness: the service's own dependencies answer",
+        responses={503: {"description": "A dependency is unavailable (`not_ready`)"}},
+    )
     async def ready(request: Request) -> Response:
         details: dict[str, Any] = {}
         healthy = True
@@ -86,7 +92,7 @@ def operational_router(
         "/metrics",
         summary="Prometheus metrics (with METRICS_TOKEN set: `Authorization: Bearer <token>`)",
         response_class=Response,
-        responses={401: {"model": Envelope[None], "description": "Missing or wrong token"}},
+        responses={401: {"description": "Missing or wrong token"}},
     )
     async def metrics(request: Request) -> Response:
         if metrics_token is not None:
@@ -113,6 +119,34 @@ def _check_metrics_token(authorization: str | None, expected: str) -> None:
         raise Unauthorized("Wrong metrics token.", code="invalid_token")
 
 
+def document_error_envelope(app: FastAPI) -> None:
+    """Make the OpenAPI say what errors look like: every 4xx and 5xx response of every operation
+    is the :class:`ErrorEnvelope` (FastAPI would document its own ``{"detail": ...}`` for 422,
+    which no route here answers)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        error = {"application/json": {"schema": {"$ref": f"{_SCHEMAS}ErrorEnvelope"}}}
+        for item in schema.get("paths", {}).values():
+            for operation in item.values():
+                for status, response in operation.get("responses", {}).items():
+                    if status[:1] in ("4", "5"):
+                        response["content"] = error
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components["ErrorEnvelope"] = ErrorEnvelope.model_json_schema(
+            ref_template=f"{_SCHEMAS}{{model}}"
+        )
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(
     *,
     service: str,
@@ -135,6 +169,7 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
+    document_error_envelope(app)
     install_offline_docs(app)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)

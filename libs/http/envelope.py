@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -39,6 +39,17 @@ class Envelope(BaseModel, Generic[T]):
     error: str | None = None
     message: str | None = None
     meta: PageMeta | dict[str, Any] | None = None
+
+
+class ErrorEnvelope(BaseModel):
+    """Every error body (4xx, 5xx); ``data`` holds details such as ``{"errors": [...]}`` for
+    ``validation_error`` or ``{"rule": ...}`` for ``weak_password``."""
+
+    success: Literal[False]
+    data: dict[str, Any] | None = None
+    error: str = Field(description="A stable machine code: `validation_error`, `not_found`, ...")
+    message: str = Field(description="For people.")
+    meta: None = None
 
 
 def ok(
