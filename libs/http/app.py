@@ -25,7 +25,12 @@ from pydantic import BaseModel
 from libs.http.docs import install_offline_docs
 from libs.http.envelope import Envelope, ErrorEnvelope, ok
 from libs.http.errors import Unauthorized, error_response, install_error_handlers
-from libs.http.middleware import BodyLimitMiddleware, CorrelationIdMiddleware, HttpMetricsMiddleware
+from libs.http.middleware import (
+    BodyLimitMiddleware,
+    CorrelationIdMiddleware,
+    HttpMetricsMiddleware,
+    PathGuardMiddleware,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -173,6 +178,7 @@ def create_app(
     install_offline_docs(app)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(PathGuardMiddleware)
     app.add_middleware(HttpMetricsMiddleware)
     app.add_middleware(CorrelationIdMiddleware)
     app.include_router(operational_router(service, readiness or {}, metrics_refresh, metrics_token))

@@ -63,10 +63,17 @@ def error_body(code: str, message: str, data: Any = None) -> dict[str, Any]:
     return {"success": False, "data": data, "error": code, "message": message, "meta": None}
 
 
+TEXT_PATTERN = r"^[^\x00]*$"
+"""Free text a route stores or searches in PostgreSQL, which cannot hold a NUL character."""
+
+MAX_PAGE = 1_000_000
+"""Pages past this are refused (422): offsets stay far inside what PostgreSQL and Redis take."""
+
+
 class Pagination(BaseModel):
     """Query parameters of list endpoints."""
 
-    page: int = Field(default=1, ge=1)
+    page: int = Field(default=1, ge=1, le=MAX_PAGE)
     limit: int = Field(default=20, ge=1, le=100)
 
     @property

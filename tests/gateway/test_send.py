@@ -226,3 +226,9 @@ async def test_rotated_signing_key_is_picked_up_without_restart(gateway, mint):
     mint.active = mint.add_key()  # user_service rotated: the new key appears in the JWKS
     response = await gateway.post("/api/v1/notifications/", json=body(), headers=mint.headers())
     assert response.status_code == 202
+
+
+async def test_a_path_with_a_control_character_is_400_not_the_list(gateway, mint):
+    response = await gateway.get("/api/v1/notifications/%0A", headers=mint.headers())
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_path"

@@ -13,7 +13,7 @@ from dlq_service.app import create_app as dlq
 from email_service.app import create_app as email
 from gateway.app import create_app as gateway
 from libs.http.app import create_app
-from libs.http.envelope import ErrorEnvelope
+from libs.http.envelope import MAX_PAGE, ErrorEnvelope, Pagination
 from push_service.app import create_app as push
 from template_service.app import create_app as templates
 from user_service.app import create_app as users
@@ -67,3 +67,9 @@ async def test_a_validation_error_matches_the_documented_envelope() -> None:
     error = ErrorEnvelope.model_validate(response.json())  # data {"errors": [...]} fits
     assert error.data is not None
     assert error.data["errors"][0]["field"] == "name"
+
+
+def test_pages_are_bounded() -> None:
+    assert Pagination(page=MAX_PAGE).offset < 2**63
+    with pytest.raises(ValueError, match="less than or equal"):
+        Pagination(page=MAX_PAGE + 1)
