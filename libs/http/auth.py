@@ -74,7 +74,7 @@ class HasVerifier(Protocol):
 
 def principal_from_claims(claims: dict[str, Any]) -> Principal:
     try:
-        return Principal(
+        principal = Principal(
             sub=str(claims["sub"]),
             role=Role(claims["role"]),
             jti=str(claims["jti"]),
@@ -82,6 +82,9 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
         )
     except (KeyError, ValueError) as exc:
         raise Unauthorized("The token lacks a required claim.", code="invalid_token") from exc
+    if not principal.sub:  # an empty subject would match "no owner" filters
+        raise Unauthorized("The token's subject is empty.", code="invalid_token")
+    return principal
 
 
 def decode_token(

@@ -32,6 +32,7 @@ from dlq_service.config import DlqSettings
 from email_service.app import create_app as create_email
 from email_service.config import EmailSettings
 from gateway.app import create_app as create_gateway
+from gateway.config import MIGRATIONS_DIR as GATEWAY_MIGRATIONS
 from gateway.config import GatewaySettings
 from libs.storage.db import upgrade
 from push_service.app import create_app as create_push
@@ -99,8 +100,11 @@ def _bearer(token: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def gateway_app(shared, running_apps) -> FastAPI:
-    settings = GatewaySettings(verify_references=False, publish_confirm_timeout_seconds=2, **shared)
+async def gateway_app(databases, shared, running_apps) -> FastAPI:
+    database = await _migrated(databases, "gateway", GATEWAY_MIGRATIONS)
+    settings = GatewaySettings(
+        database_url=database, verify_references=False, publish_confirm_timeout_seconds=2, **shared
+    )
     return create_gateway(settings)
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from libs.storage.redis import Keys
 from tests.gateway.test_send import body
+from tests.gateway.test_status_and_ops import recorded
 from tests.support.amqp import queue_depth
 
 SHOP, BANK = str(uuid.uuid4()), str(uuid.uuid4())  # two client backends' ids (token subjects)
@@ -60,8 +61,8 @@ async def test_another_clients_notification_is_404_like_a_missing_one(gateway, m
 async def test_a_client_lists_only_what_it_sent(gateway, mint):
     user = str(uuid.uuid4())
     mine = [await _send(gateway, mint, SHOP, user_id=user) for _ in range(2)]
-    await _send(gateway, mint, BANK, user_id=user)
-    await _send(gateway, mint, "admin-sub", user_id=user)
+    others = [await _send(gateway, mint, sub, user_id=user) for sub in (BANK, "admin-sub")]
+    await recorded(gateway, *mine, *others)
     as_shop = mint.headers("client", SHOP)
 
     listed = await gateway.get("/api/v1/notifications/", headers=as_shop)
@@ -111,6 +112,7 @@ async def test_a_client_never_sees_the_recipients_address_or_device_token(gatewa
     )
     assert bounced.status_code == 200, bounced.text
     path = f"/api/v1/notifications/{sent['notification_id']}"
+    await recorded(gateway, sent)
 
     as_shop = await gateway.get(path, headers=mint.headers("client", SHOP))
     listed = await gateway.get("/api/v1/notifications/", headers=mint.headers("client", SHOP))

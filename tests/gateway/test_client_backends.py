@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -13,10 +14,12 @@ import pytest
 from gateway.app import create_app as create_gateway
 from gateway.config import GatewaySettings
 from tests.gateway.test_send import body
+from tests.support.isolation import temp_database
 from tests.support.servers import AppClient, app_client, live_server
 from tests.user_service.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, make_settings
 from user_service.app import create_app as create_user_service
 from user_service.cli import migrate, seed
+from user_service.config import UserSettings
 
 
 @dataclass
@@ -27,15 +30,25 @@ class Platform:
 
 
 @pytest.fixture
-async def platform(database_url, redis_prefix, amqp_url) -> AsyncIterator[Platform]:
-    await asyncio.to_thread(migrate, database_url)
-    settings = make_settings(database_url, redis_prefix)
-    await seed(settings)
+async def platform(gateway_database_url, redis_prefix, amqp_url) -> AsyncIterator[Platform]:
+    async with temp_database("users") as users_database:
+        await asyncio.to_thread(migrate, users_database)
+        settings = make_settings(users_database, redis_prefix)
+        await seed(settings)
+        async with _running(settings, gateway_database_url, redis_prefix, amqp_url) as platform:
+            yield platform
+
+
+@asynccontextmanager
+async def _running(
+    settings: UserSettings, gateway_database_url: str, redis_prefix: str, amqp_url: str
+) -> AsyncIterator[Platform]:
     async with live_server(create_user_service(settings)) as users_url:
         gateway_settings = GatewaySettings(
             rabbitmq_url=amqp_url,
             redis_key_prefix=redis_prefix,
             user_service_url=users_url,
+            database_url=gateway_database_url,
             verify_references=False,
             publish_confirm_timeout_seconds=2,
         )
