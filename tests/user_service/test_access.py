@@ -49,6 +49,13 @@ TABLE: list[tuple[str, str, str, dict[str, Any] | None, tuple[int, int, int, int
         (201, 403, 403, 403, 403, 403),
     ),
     ("list users", "GET", "/api/v1/users/", None, (200, 403, 403, 403, 401, 403)),
+    (
+        "look users up",
+        "POST",
+        "/api/v1/users/lookup",
+        {"ids": "self"},
+        (200, 200, 403, 403, 401, 403),
+    ),
     ("read me", "GET", "/api/v1/users/me", None, (200, 200, 200, 200, 401, 404)),
     ("read user", "GET", "/api/v1/users/{user_id}", None, (200, 200, 200, 403, 401, 403)),
     (
@@ -124,10 +131,12 @@ CASES = [
 ]
 
 
-def _body(template: dict[str, Any] | None, device: str) -> dict[str, Any] | None:
+def _body(template: dict[str, Any] | None, device: str, me: str) -> dict[str, Any] | None:
     if template is None:
         return None
     body = dict(template)
+    if body.get("ids") == "self":
+        body["ids"] = [me]
     if "role" in body:  # a registration
         body.update(
             name="New Person", email=f"new.{uuid.uuid4().hex[:10]}@example.com", password=PASSWORD
@@ -190,7 +199,7 @@ async def test_access(client, method, path, body, actor, expected):
         user_id=me.id, token_id=added.json()["data"]["id"], kid=kid, client_id=backend["id"]
     )
 
-    response = await client.request(method, url, json=_body(body, device), headers=headers)
+    response = await client.request(method, url, json=_body(body, device, me.id), headers=headers)
 
     assert response.status_code == expected, response.text
     payload = response.json()
