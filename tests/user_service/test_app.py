@@ -51,7 +51,7 @@ async def test_every_route_is_documented(client):
         if path.startswith(("/api/v1/", "/.well-known/"))
         for method, operation in item.items()
     ]
-    assert len(operations) == 22
+    assert len(operations) == 23
     for path, method, operation in operations:
         assert operation.get("summary"), (path, method)
         success = next(code for code in operation["responses"] if code.startswith("2"))
