@@ -13,7 +13,7 @@ PY := $(VENV)/bin/python
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: install tools run test test-unit test-fast test-e2e test-chaos test-cluster lint format bench clean
+.PHONY: install tools run test test-unit test-fast test-e2e test-chaos test-cluster test-fuzz lint format bench clean
 
 # The fast tier runs with every server URL pointing at a closed port: it proves it needs none.
 CLOSED := 127.0.0.1:1
@@ -69,6 +69,10 @@ test-chaos: install
 test-cluster: install
 	$(PY) -m devtools.infra
 	$(PY) -m pytest -q -p no:cacheprovider -m cluster
+
+test-fuzz: install
+	$(PY) -m devtools.infra
+	$(PY) -m pytest -q -p no:cacheprovider -m fuzz
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -156,6 +156,7 @@ def register_demo_user(users_url: str, settings: LauncherSettings) -> dict[str, 
                     "push_token": "demo-device-token",
                     "preferences": {"email": True, "push": True},
                 },
+                headers=admin,
             )
             created.raise_for_status()
             user = created.json()["data"]

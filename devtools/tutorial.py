@@ -17,7 +17,7 @@ from dataclasses import dataclass
 # <name> marks a value filled in from the launcher's settings
 _STEPS = (
     (
-        "a token for the seeded admin (in production, a service account's)",
+        "a token for the seeded admin (in production, a client backend's: see README)",
         r"""TOKEN=$(curl -sS <users>/api/v1/auth/login -H 'content-type: application/json' \
   -d '{"email":"<admin_email>","password":"<admin_password>"}' \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["access_token"])')""",

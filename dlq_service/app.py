@@ -135,4 +135,5 @@ def create_app(settings: DlqSettings | None = None) -> FastAPI:
             ),
         },
         max_body_bytes=settings.max_body_bytes,
+        metrics_token=settings.metrics_token,
     )

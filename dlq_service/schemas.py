@@ -24,7 +24,7 @@ from dlq_service.models import (
 )
 from dlq_service.repository import FailedFilter
 from dlq_service.service import BulkResult, Stats
-from libs.http.envelope import Pagination
+from libs.http.envelope import TEXT_PATTERN, Pagination
 from libs.notification.message import Channel
 
 
@@ -45,9 +45,13 @@ class FailureFilter(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     channel: Channel | None = None
-    reason: str | None = Field(default=None, min_length=1, max_length=64)
+    reason: str | None = Field(default=None, min_length=1, max_length=64, pattern=TEXT_PATTERN)
     error: str | None = Field(
-        default=None, min_length=1, max_length=200, description="Case-insensitive substring"
+        default=None,
+        min_length=1,
+        max_length=200,
+        pattern=TEXT_PATTERN,
+        description="Case-insensitive substring",
     )
     since: UtcDatetime | None = Field(default=None, description="failed_at at or after (ISO 8601)")
     until: UtcDatetime | None = Field(default=None, description="failed_at at or before (ISO 8601)")
@@ -183,7 +187,12 @@ class BulkRepublishOut(BaseModel):
 class DiscardRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+    reason: Annotated[
+        str,
+        StringConstraints(
+            strip_whitespace=True, min_length=1, max_length=1000, pattern=TEXT_PATTERN
+        ),
+    ]
 
 
 class PendingStats(BaseModel):

@@ -11,9 +11,10 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
+from gateway.access import READERS, REPORTERS, SENDERS, admitted, list_scope, may_see, shown_to
 from gateway.schemas import NotificationAccepted, NotificationRequest, StatusReport
 from gateway.state import GatewayState, State
-from libs.http.auth import Principal, Role, require_roles
+from libs.http.auth import Principal
 from libs.http.envelope import Envelope, PageMeta, Pagination, ok
 from libs.http.errors import Conflict, NotFound, RateLimited, ServiceUnavailable, Unprocessable
 from libs.notification.message import Channel
@@ -28,9 +29,9 @@ log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/api/v1", tags=["notifications"])
 
-Sender = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE))]
-Reader = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE, Role.USER))]
-Reporter = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE))]
+Sender = Annotated[Principal, Depends(admitted(*SENDERS))]
+Reader = Annotated[Principal, Depends(admitted(*READERS))]
+Reporter = Annotated[Principal, Depends(admitted(*REPORTERS))]
 
 
 async def rate_limited(state: State, principal: Sender) -> Principal:
@@ -91,7 +92,7 @@ async def _find(state: GatewayState, principal: Principal, ident: str) -> Status
             nid = await state.history.find_request(principal.sub, ident)
         if nid is not None:
             record = await state.history.get(nid)
-    if record is None or (principal.role is Role.USER and str(record.user_id) != principal.sub):
+    if record is None or not may_see(principal, record):
         raise NotFound(f"No notification {ident!r}.", code="notification_not_found")
     return record
 
@@ -116,7 +117,7 @@ async def _hot(
 async def get_notification(
     notification_id: str, state: State, principal: Reader
 ) -> Envelope[StatusRecord]:
-    return ok(await _find(state, principal, notification_id))
+    return ok(shown_to(principal, await _find(state, principal, notification_id)))
 
 
 @router.get(
@@ -132,16 +133,17 @@ async def list_notifications(
     notification_type: Annotated[Channel | None, Query()] = None,
     status: Annotated[Status | None, Query()] = None,
 ) -> Envelope[list[StatusRecord]]:
-    if principal.role is Role.USER:
-        user_id = uuid.UUID(principal.sub)  # users see only their own notifications
+    scope = list_scope(principal, user_id)
     items, total = await state.history.search(
-        user_id=str(user_id) if user_id else None,
+        user_id=scope.user_id,
+        owner=scope.owner,
         channel=notification_type,
         status=status,
         offset=page.offset,
         limit=page.limit,
     )
-    return ok(await _fresher(state, items), meta=PageMeta.build(total, page.limit, page.page))
+    shown = [shown_to(principal, item) for item in await _fresher(state, items)]
+    return ok(shown, meta=PageMeta.build(total, page.limit, page.page))
 
 
 async def _fresher(state: GatewayState, items: list[StatusRecord]) -> list[StatusRecord]:
@@ -162,11 +164,11 @@ async def _fresher(state: GatewayState, items: list[StatusRecord]) -> list[Statu
 )
 async def report_status(
     notification_type: Channel, body: StatusReport, state: State, principal: Reporter
-) -> Envelope[StatusRecord | None]:
+) -> Envelope[StatusRecord]:
     store = state.status
     nid = str(body.notification_id)
     record = await store.get(nid)
-    if record is None:
+    if record is None or not may_see(principal, record):
         raise NotFound(f"No notification {nid}.", code="notification_not_found")
     if record.notification_type is not notification_type:
         raise Unprocessable(
@@ -189,4 +191,5 @@ async def report_status(
             code="invalid_transition",
             data={"current_status": result.previous},
         )
-    return ok(await store.get(nid), "Status recorded.")
+    updated = await store.get(nid) or record  # (None only if it expired this very moment)
+    return ok(shown_to(principal, updated), "Status recorded.")

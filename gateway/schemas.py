@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,6 +14,7 @@ from libs.notification.message import (
     PRIORITY_MIN,
     TEMPLATE_CODE_PATTERN,
     Channel,
+    JsonObject,
 )
 from libs.notification.status import Status
 
@@ -29,7 +29,7 @@ class NotificationRequest(BaseModel):
     notification_type: Channel
     user_id: UUID
     template_code: str = Field(pattern=TEMPLATE_CODE_PATTERN)
-    variables: dict[str, Any] = Field(default_factory=dict)
+    variables: JsonObject = Field(default_factory=dict)
     request_id: str = Field(
         pattern=REQUEST_ID_PATTERN,
         description="The client's idempotency key: the same key and body are accepted once.",
@@ -40,7 +40,7 @@ class NotificationRequest(BaseModel):
         le=PRIORITY_MAX,
         description="0 (normal) to 10 (most urgent); a higher priority overtakes a backlog.",
     )
-    metadata: dict[str, Any] | None = None
+    metadata: JsonObject | None = None
     language: str | None = Field(default=None, max_length=35, pattern=LANGUAGE_PATTERN)
 
 

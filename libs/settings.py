@@ -19,6 +19,7 @@ Environment = Literal["development", "test", "production"]
 
 # Secrets that ship in .env.example and docker-compose.yml for local use only.
 DEVELOPMENT_SECRETS = frozenset({"", "change-me", "herald-dev-service-password", "admin12345!"})
+MIN_SERVICE_PASSWORD_LENGTH = 20
 
 
 class ServiceSettings(BaseSettings):
@@ -52,6 +53,10 @@ class ServiceSettings(BaseSettings):
     service_account_email: str = "service@herald.local"
     service_account_password: str = Field(default="herald-dev-service-password", repr=False)
 
+    # /metrics answers only ``Authorization: Bearer <metrics_token>`` when set (required in
+    # production: metrics name providers, queues and error rates).
+    metrics_token: str | None = Field(default=None, repr=False)
+
     # Upper bound for request bodies, in bytes (413 above it).
     max_body_bytes: int = 65_536
     http_timeout_seconds: float = 5.0
@@ -73,11 +78,20 @@ class ServiceSettings(BaseSettings):
             for name in self.secret_fields():
                 if str(getattr(self, name)) in DEVELOPMENT_SECRETS:
                     raise ValueError(f"{name.upper()} must be set to a real secret in production")
+            if self.metrics_token is None:
+                raise ValueError("METRICS_TOKEN must be set in production")
+            # No lockout protects the service account (strangers must not be able to lock our own
+            # services out), so its password must be too long to guess.
+            if len(self.service_account_password) < MIN_SERVICE_PASSWORD_LENGTH:
+                raise ValueError(
+                    "SERVICE_ACCOUNT_PASSWORD must be at least "
+                    f"{MIN_SERVICE_PASSWORD_LENGTH} characters in production"
+                )
         return self
 
     def secret_fields(self) -> tuple[str, ...]:
         """Fields that must not keep their development default in production."""
-        return ("service_account_password",)
+        return ("service_account_password", "metrics_token")
 
 
 class MessagingSettings(ServiceSettings):

@@ -65,4 +65,5 @@ def create_app(settings: TemplateSettings | None = None) -> FastAPI:
             "redis": redis_ready(lambda r: template_service_state.of(r).redis),
         },
         max_body_bytes=settings.max_body_bytes,
+        metrics_token=settings.metrics_token,
     )

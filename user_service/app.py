@@ -15,12 +15,13 @@ from libs.http.app import create_app as create_service_app
 from libs.http.lifespan import open_database, open_redis, postgres_ready, redis_ready
 from libs.http.state import lifespan_state
 from libs.storage.redis import Keys
+from user_service.clients import RevocationList
 from user_service.config import UserSettings
 from user_service.endpoints import routers
 from user_service.security import LocalVerifier, PasswordHasher, SigningKeyStore, TokenIssuer
 from user_service.service import UserCacheInvalidator
 from user_service.state import UserServiceState, user_service_state
-from user_service.throttle import LoginThrottle
+from user_service.throttle import LoginThrottle, RegistrationThrottle
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +51,8 @@ def create_app(settings: UserSettings | None = None) -> FastAPI:
                 issuer=TokenIssuer(signing_keys, settings),
                 hasher=PasswordHasher(settings),
                 throttle=LoginThrottle(redis, keys, settings),
+                registrations=RegistrationThrottle(redis, keys, settings),
+                revocations=RevocationList(redis, keys, settings),
                 invalidator=UserCacheInvalidator(VersionedCache(redis, keys)),
             )
             try:
@@ -71,4 +74,5 @@ def create_app(settings: UserSettings | None = None) -> FastAPI:
             "redis": redis_ready(lambda r: user_service_state.of(r).redis),
         },
         max_body_bytes=settings.max_body_bytes,
+        metrics_token=settings.metrics_token,
     )

@@ -22,6 +22,9 @@ class UserSettings(ServiceSettings):
 
     # Tokens
     access_token_ttl_seconds: int = Field(900, ge=30, le=86_400)
+    # Lifetime of a client backend's token; a revoked client's token is refused by the gateway at
+    # once (a Redis denylist), and elsewhere it lives at most this long.
+    client_token_ttl_seconds: int = Field(300, ge=30, le=3600)
     # How long a replica keeps the active signing key and the published public keys in memory;
     # replicas agree through the database, so a rotation is picked up within this time.
     signing_key_cache_seconds: float = Field(5.0, ge=0)
@@ -32,8 +35,12 @@ class UserSettings(ServiceSettings):
     # Accounts created by ``python -m user_service seed``
     admin_email: str = DEFAULT_ADMIN_EMAIL
     admin_password: str = Field("admin12345!", repr=False)
-    # Anonymous callers may register themselves (role ``user`` only) unless this is off.
-    allow_self_registration: bool = True
+    # Callers other than admins (anonymous or with a non-admin token) may register themselves
+    # (role ``user`` only) when this is on; then each source address may register
+    # ``self_registrations_per_hour`` accounts, in bursts of at most ``self_registration_burst``.
+    allow_self_registration: bool = False
+    self_registrations_per_hour: float = Field(20, gt=0)
+    self_registration_burst: int = Field(5, ge=1)
 
     # Login throttling: ``login_max_failures`` failures for one email within
     # ``login_failure_window_seconds`` lock that email for ``login_lockout_seconds``. From

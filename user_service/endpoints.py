@@ -17,8 +17,15 @@ from libs.http.auth import CurrentPrincipal, Principal, Role, current_principal,
 from libs.http.envelope import Envelope, PageMeta, Pagination, ok
 from libs.http.state import SessionDep
 from user_service import repository
+from user_service.clients import ClientService, client_out
 from user_service.models import SigningKey, utcnow
 from user_service.schemas import (
+    AccountRole,
+    ClientCreate,
+    ClientCreated,
+    ClientOut,
+    ClientTokenOut,
+    ClientTokenRequest,
     DeletedOut,
     JwksEnvelope,
     JwksOut,
@@ -67,14 +74,25 @@ async def optional_principal(
     return await current_principal(request, credentials)
 
 
+def source_address(request: Request) -> str:
+    """The caller's address (behind a proxy, uvicorn takes it from ``X-Forwarded-For`` for the
+    addresses in ``FORWARDED_ALLOW_IPS``)."""
+    return request.client.host if request.client else "unknown"
+
+
 def user_service(state: State, session: SessionDep) -> UserService:
     return UserService(session, state.settings, state.hasher)
+
+
+def client_service(state: State, session: SessionDep) -> ClientService:
+    return ClientService(session, state.settings, state.hasher)
 
 
 OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]
 AdminPrincipal = Annotated[Principal, Depends(require_roles(Role.ADMIN))]
 ServicePrincipal = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.SERVICE))]
 Users = Annotated[UserService, Depends(user_service, scope="function")]
+Clients = Annotated[ClientService, Depends(client_service, scope="function")]
 
 
 async def commit(state: UserServiceState, users: UserService) -> None:
@@ -86,14 +104,14 @@ async def commit(state: UserServiceState, users: UserService) -> None:
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         401: "Missing, expired or invalid token (`missing_token`, `token_expired`, "
-        "`invalid_token`), or wrong credentials",
+        "`invalid_token`), or wrong credentials (`invalid_credentials`, `invalid_client`)",
         403: "The caller's role may not do this",
         404: "Not found",
         409: "Conflict",
         422: "Invalid input (`validation_error`, or a domain rule)",
         429: "Too many attempts",
     }
-    return {s: {"model": Envelope[None], "description": descriptions[s]} for s in statuses}
+    return {s: {"description": descriptions[s]} for s in statuses}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,9 +127,33 @@ jwks_router = APIRouter(tags=["auth"])
     response_model=Envelope[TokenOut],
     responses=_errors(401, 422, 429),
 )
-async def login(state: State, body: LoginRequest, users: Users) -> Envelope[TokenOut]:
-    token = await users.login(body.email, body.password, state.throttle, state.issuer)
+async def login(
+    request: Request, state: State, body: LoginRequest, users: Users
+) -> Envelope[TokenOut]:
+    source = source_address(request)
+    token = await users.login(body.email, body.password, source, state.throttle, state.issuer)
     await users.session.commit()  # a password rehash, if the hash parameters changed
+    return ok(token)
+
+
+@auth_router.post(
+    "/token",
+    summary="Exchange a client backend's id and secret for a short-lived client token "
+    "(OAuth 2.0 client credentials grant, as JSON)",
+    response_model=Envelope[ClientTokenOut],
+    responses=_errors(401, 422, 429),
+)
+async def client_token(
+    request: Request, state: State, body: ClientTokenRequest, clients: Clients
+) -> Envelope[ClientTokenOut]:
+    token = await clients.exchange(
+        body.client_id,
+        body.client_secret,
+        source_address(request),
+        state.throttle,
+        state.issuer,
+    )
+    await clients.session.commit()  # last_token_at
     return ok(token)
 
 
@@ -191,13 +233,15 @@ users_router = APIRouter(prefix="/api/v1/users", tags=["users"])
 @users_router.post(
     "/",
     status_code=201,
-    summary="Register a user (anonymous: role user only; admin: any role)",
+    summary="Register a user (admin: any role; others: role user, if self-registration is on)",
     response_model=Envelope[UserOut],
-    responses=_errors(401, 403, 409, 422),
+    responses=_errors(401, 403, 409, 422, 429),
 )
 async def create_user(
-    state: State, principal: OptionalPrincipal, body: UserCreate, users: Users
+    request: Request, state: State, principal: OptionalPrincipal, body: UserCreate, users: Users
 ) -> Envelope[UserOut]:
+    if users.is_self_registration(body, principal):
+        await state.registrations.admit(source_address(request))
     user = await users.register(body, principal)
     await commit(state, users)
     return ok(await users.present_one(user), message="User created.")
@@ -215,7 +259,7 @@ async def list_users(
     pagination: Annotated[Pagination, Query()],
     email: Annotated[str | None, Query(max_length=320, description="Email contains")] = None,
     name: Annotated[str | None, Query(max_length=200, description="Name contains")] = None,
-    role: Role | None = None,
+    role: AccountRole | None = None,
 ) -> Envelope[list[UserOut]]:
     found, total = await users.search(
         email=email, name=name, role=role, offset=pagination.offset, limit=pagination.limit
@@ -399,4 +443,75 @@ async def remove_push_token(
     return ok(DeletedOut(id=token_id, deleted=True), message="Push token removed.")
 
 
-routers = (jwks_router, auth_router, users_router)
+# ---------------------------------------------------------------------------------------------
+# Client backends (admin)
+
+clients_router = APIRouter(prefix="/api/v1/clients", tags=["clients"])
+
+
+@clients_router.post(
+    "/",
+    status_code=201,
+    summary="Create a client backend; its secret is in this answer only",
+    response_model=Envelope[ClientCreated],
+    responses=_errors(401, 403, 422),
+)
+async def create_client(
+    principal: AdminPrincipal, body: ClientCreate, clients: Clients
+) -> Envelope[ClientCreated]:
+    created = await clients.create(body.name, principal)
+    await clients.session.commit()
+    return ok(created, message="Client created. Store client_secret now: it is not shown again.")
+
+
+@clients_router.get(
+    "/",
+    summary="List client backends (never their secrets)",
+    response_model=Envelope[list[ClientOut]],
+    responses=_errors(401, 403, 422),
+)
+async def list_clients(
+    _: AdminPrincipal,
+    clients: Clients,
+    pagination: Annotated[Pagination, Query()],
+    revoked: Annotated[
+        bool | None, Query(description="Only revoked (true) or live (false)")
+    ] = None,
+) -> Envelope[list[ClientOut]]:
+    found, total = await clients.search(
+        revoked=revoked, offset=pagination.offset, limit=pagination.limit
+    )
+    return ok(found, meta=PageMeta.build(total, pagination.limit, pagination.page))
+
+
+@clients_router.get(
+    "/{client_id}",
+    summary="Read a client backend",
+    response_model=Envelope[ClientOut],
+    responses=_errors(401, 403, 404),
+)
+async def read_client(
+    client_id: uuid.UUID, _: AdminPrincipal, clients: Clients
+) -> Envelope[ClientOut]:
+    return ok(client_out(await clients.get(client_id)))
+
+
+@clients_router.post(
+    "/{client_id}/revoke",
+    summary="Revoke a client backend: no new token, and its current one is refused at once",
+    response_model=Envelope[ClientOut],
+    responses={
+        **_errors(401, 403, 404),
+        503: {"description": "Revoked, but the gateway could not be told yet: repeat"},
+    },
+)
+async def revoke_client(
+    state: State, client_id: uuid.UUID, principal: AdminPrincipal, clients: Clients
+) -> Envelope[ClientOut]:
+    client = await clients.revoke(client_id, principal)
+    await clients.session.commit()
+    await state.revocations.add(client.id)
+    return ok(client_out(client), message="Client revoked.")
+
+
+routers = (jwks_router, auth_router, users_router, clients_router)

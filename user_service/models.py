@@ -67,3 +67,21 @@ class SigningKey(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=TIMESTAMP)
     activated_at: datetime | None = Field(default=None, sa_type=TIMESTAMP)
     retired_at: datetime | None = Field(default=None, sa_type=TIMESTAMP)
+
+
+class Client(SQLModel, table=True):
+    """A client backend: it exchanges its id and secret for short-lived ``client`` tokens.
+
+    Only an argon2id hash of the secret is kept (the secret is shown once, at creation). A revoked
+    client gets no new token; revocation is never undone (create a new client instead).
+    """
+
+    __tablename__ = "clients"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    name: str = Field(max_length=200)
+    secret_hash: str = Field(sa_type=Text)
+    created_by: str = Field(max_length=64)  # the admin's token subject
+    created_at: datetime = Field(default_factory=utcnow, sa_type=TIMESTAMP)
+    last_token_at: datetime | None = Field(default=None, sa_type=TIMESTAMP)
+    revoked_at: datetime | None = Field(default=None, sa_type=TIMESTAMP)

@@ -6,13 +6,18 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy import ColumnElement, func, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
 
 from libs.http.auth import Role
-from user_service.models import PushToken, SigningKey, User
+from user_service.models import Client, PushToken, SigningKey, User
+
+Listed = TypeVar("Listed", User, Client)
+Row = TypeVar("Row", User, Client, PushToken)
 
 # pg_advisory_xact_lock key serialising signing-key changes across replicas.
 SIGNING_KEYS_LOCK_ID = 0x4B45_5953  # "KEYS"
@@ -28,13 +33,18 @@ def _contains(value: str) -> str:
 # Users
 
 
-async def get_user(
-    session: AsyncSession, user_id: uuid.UUID, *, for_update: bool = False
-) -> User | None:
-    statement = select(User).where(User.id == user_id)
+async def _first(
+    session: AsyncSession, statement: SelectOfScalar[Row], *, for_update: bool
+) -> Row | None:
     if for_update:
         statement = statement.with_for_update()
     return (await session.exec(statement)).first()
+
+
+async def get_user(
+    session: AsyncSession, user_id: uuid.UUID, *, for_update: bool = False
+) -> User | None:
+    return await _first(session, select(User).where(User.id == user_id), for_update=for_update)
 
 
 async def get_users(session: AsyncSession, user_ids: Sequence[uuid.UUID]) -> list[User]:
@@ -78,12 +88,24 @@ async def list_users(
         conditions.append(col(User.name).ilike(_contains(name), escape="\\"))
     if role is not None:
         conditions.append(col(User.role) == role.value)
-    total_statement = select(func.count()).select_from(User).where(*conditions)
+    return await _page(session, User, conditions, offset=offset, limit=limit)
+
+
+async def _page(
+    session: AsyncSession,
+    model: type[Listed],
+    conditions: Sequence[ColumnElement[bool]],
+    *,
+    offset: int,
+    limit: int,
+) -> tuple[list[Listed], int]:
+    """One page of ``model`` rows matching ``conditions``, oldest first, and the total count."""
+    total_statement = select(func.count()).select_from(model).where(*conditions)
     total = int((await session.exec(total_statement)).one())
     page_statement = (
-        select(User)
+        select(model)
         .where(*conditions)
-        .order_by(col(User.created_at), col(User.id))
+        .order_by(col(model.created_at), col(model.id))
         .offset(offset)
         .limit(limit)
     )
@@ -115,9 +137,7 @@ async def push_token_by_value(
     session: AsyncSession, token: str, *, for_update: bool = False
 ) -> PushToken | None:
     statement = select(PushToken).where(PushToken.token == token)
-    if for_update:
-        statement = statement.with_for_update()
-    return (await session.exec(statement)).first()
+    return await _first(session, statement, for_update=for_update)
 
 
 async def get_push_token(
@@ -183,3 +203,24 @@ async def all_signing_keys(session: AsyncSession) -> list[SigningKey]:
 async def get_signing_key(session: AsyncSession, kid: str) -> SigningKey | None:
     statement = select(SigningKey).where(SigningKey.kid == kid).with_for_update()
     return (await session.exec(statement)).first()
+
+
+# ---------------------------------------------------------------------------------------------
+# Clients
+
+
+async def get_client(
+    session: AsyncSession, client_id: uuid.UUID, *, for_update: bool = False
+) -> Client | None:
+    statement = select(Client).where(Client.id == client_id)
+    return await _first(session, statement, for_update=for_update)
+
+
+async def list_clients(
+    session: AsyncSession, *, revoked: bool | None, offset: int, limit: int
+) -> tuple[list[Client], int]:
+    conditions: list[ColumnElement[bool]] = []
+    if revoked is not None:
+        revoked_at = col(Client.revoked_at)
+        conditions.append(revoked_at.is_not(None) if revoked else revoked_at.is_(None))
+    return await _page(session, Client, conditions, offset=offset, limit=limit)

@@ -15,6 +15,7 @@ from pydantic import (
     Field,
     StrictBool,
     StringConstraints,
+    WithJsonSchema,
 )
 
 from libs.http.auth import Role
@@ -45,6 +46,20 @@ def _canonical_language(value: str) -> str:
 def _lower_email(value: str) -> str:
     return value.lower()
 
+
+def _account_role(role: Role) -> Role:
+    if role is Role.CLIENT:
+        raise ValueError("client backends are not accounts; create them at /api/v1/clients/")
+    return role
+
+
+ACCOUNT_ROLES = [Role.ADMIN.value, Role.SERVICE.value, Role.USER.value]
+AccountRole = Annotated[
+    Role,
+    AfterValidator(_account_role),
+    WithJsonSchema({"type": "string", "enum": ACCOUNT_ROLES}),
+]
+"""The roles a user account can have (``client`` belongs to client backends, not accounts)."""
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Email = Annotated[EmailStr, AfterValidator(_lower_email)]
@@ -87,7 +102,7 @@ class UserCreate(RequestBody):
     push_token: DeviceToken | None = None
     preferences: PreferencesIn = Field(default_factory=PreferencesIn)
     language: Language = "en"
-    role: Role = Role.USER
+    role: AccountRole = Role.USER
 
 
 class UserUpdate(RequestBody):
@@ -96,7 +111,7 @@ class UserUpdate(RequestBody):
     name: Name | None = None
     email: Email | None = None
     language: Language | None = None
-    role: Role | None = None
+    role: AccountRole | None = None
     password: Password | None = None
     current_password: Password | None = Field(
         default=None, description="Required with `password` unless the caller is an admin."
@@ -106,6 +121,18 @@ class UserUpdate(RequestBody):
 class LoginRequest(RequestBody):
     email: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=320)]
     password: Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+class ClientCreate(RequestBody):
+    name: Name = Field(description="Who this client backend is, for operators.")
+
+
+class ClientTokenRequest(RequestBody):
+    """The OAuth 2.0 client credentials grant (RFC 6749, 4.4), as JSON."""
+
+    grant_type: Literal["client_credentials"]
+    client_id: uuid.UUID
+    client_secret: Annotated[str, Field(min_length=1, max_length=256)]
 
 
 class PushTokenCreate(RequestBody):
@@ -166,6 +193,27 @@ class TokenOut(BaseModel):
     token_type: Literal["bearer"] = "bearer"  # noqa: S105 - the scheme, not a secret
     expires_in: int = Field(description="Seconds until the token expires.")
     user: LoginUser
+
+
+class ClientTokenOut(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 - the scheme, not a secret
+    expires_in: int = Field(description="Seconds until the token expires.")
+
+
+class ClientOut(BaseModel):
+    id: uuid.UUID = Field(description="The client_id; also the `sub` of its tokens.")
+    name: str
+    created_by: str
+    created_at: datetime
+    last_token_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ClientCreated(ClientOut):
+    client_secret: str = Field(
+        description="Shown this once: only a hash is kept. Lost, it cannot be recovered."
+    )
 
 
 class DeletedOut(BaseModel):

@@ -35,6 +35,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from libs.http.auth import (
     ALGORITHM,
+    KeyCache,
     Principal,
     Role,
     decode_token,
@@ -201,6 +202,7 @@ async def retire_signing_key(session: AsyncSession, kid: str) -> SigningKey:
 
 
 _MISS_REFRESH_SECONDS = 0.25
+_PUBLIC_FETCH_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -219,14 +221,21 @@ class SigningKeyStore:
         self._ttl = settings.signing_key_cache_seconds
         self._active: ActiveKey | None = None
         self._active_at = 0.0
-        self._public: dict[str, Any] = {}
-        self._public_at = -1e9
         self._lock = asyncio.Lock()
+        # Verification keys: an unknown kid refetches at most every _MISS_REFRESH_SECONDS, and
+        # never makes other requests wait (see KeyCache).
+        self._public = KeyCache(
+            self._fetch_public,
+            max_age=self._ttl,
+            min_refresh=min(_MISS_REFRESH_SECONDS, self._ttl),
+            fetch_timeout=_PUBLIC_FETCH_TIMEOUT_SECONDS,
+            source="signing_keys",
+        )
 
     def invalidate(self) -> None:
         """Forget cached keys (after this replica rotated or retired one)."""
         self._active = None
-        self._public_at = -1e9
+        self._public.forget()
 
     async def active_key(self) -> ActiveKey:
         active = self._active
@@ -255,22 +264,13 @@ class SigningKeyStore:
             keys = await repository.published_signing_keys(session, utcnow())
         return [dict(key.public_jwk) for key in keys]
 
-    def _public_stale(self, kid: str) -> bool:
-        age = time.monotonic() - self._public_at
-        return age >= self._ttl or (
-            kid not in self._public and age >= min(_MISS_REFRESH_SECONDS, self._ttl)
-        )
+    async def _fetch_public(self) -> dict[str, Any]:
+        return {jwk["kid"]: RSAAlgorithm.from_jwk(jwk) for jwk in await self.published_jwks()}
 
     async def verification_key(self, kid: str) -> Any | None:
         """The public key for ``kid`` if it is published. An unknown kid triggers a refetch,
         at most every ``_MISS_REFRESH_SECONDS``, so random key ids cannot hammer the database."""
-        if self._public_stale(kid):
-            async with self._lock:
-                if self._public_stale(kid):
-                    jwks = await self.published_jwks()
-                    self._public = {jwk["kid"]: RSAAlgorithm.from_jwk(jwk) for jwk in jwks}
-                    self._public_at = time.monotonic()
-        return self._public.get(kid)
+        return await self._public.get(kid)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,10 +289,12 @@ class TokenIssuer:
         self._keys = keys
         self._settings = settings
 
-    async def issue(self, subject: uuid.UUID | str, role: Role) -> IssuedToken:
+    async def issue(
+        self, subject: uuid.UUID | str, role: Role, *, ttl: int | None = None
+    ) -> IssuedToken:
         key = await self._keys.active_key()
         now = int(time.time())
-        ttl = self._settings.access_token_ttl_seconds
+        ttl = ttl or self._settings.access_token_ttl_seconds
         claims = {
             "sub": str(subject),
             "role": role.value,

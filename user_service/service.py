@@ -82,8 +82,10 @@ def check_password_policy(password: str, email: str, settings: UserSettings) -> 
 
 
 def ensure_may_read(actor: Principal, user_id: uuid.UUID) -> None:
-    """Admins and services read anyone; a user reads only themself."""
-    if actor.role in (Role.ADMIN, Role.SERVICE) or actor.sub == str(user_id):
+    """Admins and services read anyone; a user reads only themself; a client backend nobody."""
+    if actor.role in (Role.ADMIN, Role.SERVICE) or (
+        actor.role is Role.USER and actor.sub == str(user_id)
+    ):
         return
     raise Forbidden("You may only read your own account.")
 
@@ -193,11 +195,19 @@ class UserService:
 
     # -- accounts -----------------------------------------------------------------------------
 
-    async def register(self, data: UserCreate, actor: Principal | None) -> User:
-        if data.role is not Role.USER and (actor is None or actor.role is not Role.ADMIN):
+    def is_self_registration(self, data: UserCreate, actor: Principal | None) -> bool:
+        """True when someone other than an admin registers (allowed only for role ``user`` and
+        while self-registration is open); raises 403 when it is not allowed."""
+        if actor is not None and actor.role is Role.ADMIN:
+            return False
+        if data.role is not Role.USER:
             raise Forbidden(f"Only an admin may create {data.role.value} accounts.")
-        if actor is None and not self.settings.allow_self_registration:
+        if not self.settings.allow_self_registration:
             raise Forbidden("Self-registration is disabled.", code="registration_closed")
+        return True
+
+    async def register(self, data: UserCreate, actor: Principal | None) -> User:
+        self.is_self_registration(data, actor)
         check_password_policy(data.password, data.email, self.settings)
         if await repository.email_in_use(self.session, data.email):
             raise Conflict("This email is already registered.", code="email_taken")
@@ -426,10 +436,17 @@ class UserService:
     # -- login --------------------------------------------------------------------------------
 
     async def login(
-        self, email: str, password: str, throttle: LoginThrottle, issuer: TokenIssuer
+        self,
+        email: str,
+        password: str,
+        source: str,
+        throttle: LoginThrottle,
+        issuer: TokenIssuer,
     ) -> TokenOut:
+        """Check the password of ``email`` for a caller at address ``source`` (see
+        :mod:`user_service.throttle` for what failures cost, and whom)."""
         email = email.strip().lower()
-        await throttle.admit(email)
+        await throttle.admit(email, source)  # before the session holds a database connection
         user = await repository.get_user_by_email(self.session, email)
         if user is None:
             await self.hasher.verify_unknown_account(password)
@@ -437,16 +454,17 @@ class UserService:
         else:
             valid = await self.hasher.verify(user.password_hash, password)
         if user is None or not valid:
-            failures = await throttle.record_failure(email)
+            lockable = user is None or user.role != Role.SERVICE.value
+            failures = await throttle.record_failure(email, source, lockable=lockable)
             LOGINS.labels("invalid_credentials").inc()
             log.info(
                 "auth.login_failed",
                 user_id=str(user.id) if user else None,
                 failures=failures,
-                locked=failures >= self.settings.login_max_failures,
+                locked=lockable and failures >= self.settings.login_max_failures,
             )
             raise Unauthorized("Invalid email or password.", code="invalid_credentials")
-        await throttle.reset(email)
+        await throttle.reset(email, source)
         if self.hasher.needs_rehash(user.password_hash):
             user.password_hash = await self.hasher.hash(password)
             self.session.add(user)

@@ -11,10 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from libs.http.state import state_dependency
+from user_service.clients import RevocationList
 from user_service.config import UserSettings
 from user_service.security import LocalVerifier, PasswordHasher, SigningKeyStore, TokenIssuer
 from user_service.service import UserCacheInvalidator
-from user_service.throttle import LoginThrottle
+from user_service.throttle import LoginThrottle, RegistrationThrottle
 
 
 @dataclass(kw_only=True)
@@ -28,6 +29,8 @@ class UserServiceState:
     issuer: TokenIssuer
     hasher: PasswordHasher
     throttle: LoginThrottle
+    registrations: RegistrationThrottle
+    revocations: RevocationList
     invalidator: UserCacheInvalidator
 
 

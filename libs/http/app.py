@@ -10,6 +10,7 @@ replica last saw.
 from __future__ import annotations
 
 import asyncio
+import hmac
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
@@ -22,9 +23,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from libs.http.docs import install_offline_docs
-from libs.http.envelope import Envelope, ok
-from libs.http.errors import error_response, install_error_handlers
-from libs.http.middleware import BodyLimitMiddleware, CorrelationIdMiddleware, HttpMetricsMiddleware
+from libs.http.envelope import Envelope, ErrorEnvelope, ok
+from libs.http.errors import Unauthorized, error_response, install_error_handlers
+from libs.http.middleware import (
+    BodyLimitMiddleware,
+    CorrelationIdMiddleware,
+    HttpMetricsMiddleware,
+    PathGuardMiddleware,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +48,8 @@ class Readiness(BaseModel):
     """Per dependency: ``status`` (ok/down), ``error`` when down, and what the check reports."""
 
 
+_SCHEMAS = "#/components/schemas/"
+
 ReadinessCheck = Callable[[Request], Awaitable[Mapping[str, Any] | None]]
 """Returns details to show (or None); raises to report the dependency as down."""
 
@@ -54,14 +62,20 @@ def operational_router(
     service: str,
     checks: Mapping[str, ReadinessCheck],
     metrics_refresh: Mapping[str, MetricsRefresh] | None = None,
+    metrics_token: str | None = None,
 ) -> APIRouter:
+    """``metrics_token``: when set, ``/metrics`` answers only ``Authorization: Bearer <it>``."""
     router = APIRouter(tags=["operations"])
 
     @router.get("/health", summary="Liveness: the process answers; checks no dependency")
     async def health() -> Envelope[Health]:
         return ok(Health(status="ok", service=service, timestamp=datetime.now(UTC)))
 
-    @router.get("/ready", summary="Readiness: the service's own dependencies answer")
+    @router.get(
+        "/ready",
+        summary="Readiness: the service's own dependencies answer",
+        responses={503: {"description": "A dependency is unavailable (`not_ready`)"}},
+    )
     async def ready(request: Request) -> Response:
         details: dict[str, Any] = {}
         healthy = True
@@ -79,8 +93,15 @@ def operational_router(
             return JSONResponse(ok(data).model_dump(mode="json"))
         return error_response(503, "not_ready", "A dependency is unavailable.", data)
 
-    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics (with METRICS_TOKEN set: `Authorization: Bearer <token>`)",
+        response_class=Response,
+        responses={401: {"description": "Missing or wrong token"}},
+    )
     async def metrics(request: Request) -> Response:
+        if metrics_token is not None:
+            _check_metrics_token(request.headers.get("authorization"), metrics_token)
         for name, refresh in (metrics_refresh or {}).items():
             try:
                 await asyncio.wait_for(refresh(request), REFRESH_TIMEOUT_SECONDS)
@@ -89,6 +110,46 @@ def operational_router(
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+def _check_metrics_token(authorization: str | None, expected: str) -> None:
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized(
+            "/metrics needs the metrics token as a bearer token.",
+            code="missing_token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        raise Unauthorized("Wrong metrics token.", code="invalid_token")
+
+
+def document_error_envelope(app: FastAPI) -> None:
+    """Make the OpenAPI say what errors look like: every 4xx and 5xx response of every operation
+    is the :class:`ErrorEnvelope` (FastAPI would document its own ``{"detail": ...}`` for 422,
+    which no route here answers)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        error = {"application/json": {"schema": {"$ref": f"{_SCHEMAS}ErrorEnvelope"}}}
+        for item in schema.get("paths", {}).values():
+            for operation in item.values():
+                for status, response in operation.get("responses", {}).items():
+                    if status[:1] in ("4", "5"):
+                        response["content"] = error
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components["ErrorEnvelope"] = ErrorEnvelope.model_json_schema(
+            ref_template=f"{_SCHEMAS}{{model}}"
+        )
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(
@@ -101,6 +162,7 @@ def create_app(
     metrics_refresh: Mapping[str, MetricsRefresh] | None = None,
     max_body_bytes: int = 65_536,
     description: str = "",
+    metrics_token: str | None = None,
 ) -> FastAPI:
     """Build a FastAPI app with the envelope, error handlers, middleware and operational routes."""
     app = FastAPI(
@@ -112,12 +174,14 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
+    document_error_envelope(app)
     install_offline_docs(app)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(PathGuardMiddleware)
     app.add_middleware(HttpMetricsMiddleware)
     app.add_middleware(CorrelationIdMiddleware)
-    app.include_router(operational_router(service, readiness or {}, metrics_refresh))
+    app.include_router(operational_router(service, readiness or {}, metrics_refresh, metrics_token))
     for router in routers:
         app.include_router(router)
     return app

@@ -2,18 +2,20 @@
 
 user_service signs tokens with a private key (RS256, a ``kid`` per key) and publishes the public
 keys at ``/.well-known/jwks.json``. Every other service verifies with those public keys, cached, so
-no verifying service can mint a token. An unknown ``kid`` triggers one refetch (at most every few
-seconds), which is how a rotated key is picked up without a restart.
+no verifying service can mint a token. An unknown ``kid`` triggers one refetch (at most one in
+flight, at most one per second), which is how a rotated key is picked up without a restart; no
+request waits behind another's unknown kid (:class:`KeyCache`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, Protocol, runtime_checkable
+from typing import Annotated, Any, NoReturn, Protocol, runtime_checkable
 
 import httpx
 import jwt
@@ -31,9 +33,17 @@ JWKS_PATH = "/.well-known/jwks.json"
 
 
 class Role(StrEnum):
+    """Who a token speaks for (docs/security.md has what each may do)."""
+
     ADMIN = "admin"
+    """An operator (a person): everything."""
     SERVICE = "service"
+    """One of our own services calling another (users, renders, pruning tokens)."""
     USER = "user"
+    """An end user: only themself."""
+    CLIENT = "client"
+    """A client backend that sends notifications and sees only its own; ``sub`` is its client id
+    (a row of user_service's ``clients`` table, not a user account)."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +74,7 @@ class HasVerifier(Protocol):
 
 def principal_from_claims(claims: dict[str, Any]) -> Principal:
     try:
-        return Principal(
+        principal = Principal(
             sub=str(claims["sub"]),
             role=Role(claims["role"]),
             jti=str(claims["jti"]),
@@ -72,6 +82,9 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
         )
     except (KeyError, ValueError) as exc:
         raise Unauthorized("The token lacks a required claim.", code="invalid_token") from exc
+    if not principal.sub:  # an empty subject would match "no owner" filters
+        raise Unauthorized("The token's subject is empty.", code="invalid_token")
+    return principal
 
 
 def decode_token(
@@ -109,8 +122,117 @@ def token_kid(token: str) -> str:
     return str(header["kid"])
 
 
+KeyFetch = Callable[[], Awaitable[dict[str, Any]]]
+"""Returns every published public key by ``kid``; raises when the keys cannot be read."""
+
+
+class KeyCache:
+    """Public keys by ``kid``, refreshed from a source with at most one fetch in flight.
+
+    No caller can stall the others, whatever kid its token names:
+
+    - a known kid is answered from memory and never waits: when the keys are older than
+      ``max_age`` a refresh starts in the background and the current keys keep answering;
+    - an unknown kid waits for the fetch in flight (one shared task, awaited without any lock and
+      bounded by ``fetch_timeout``), or starts one if no kid-triggered fetch started within
+      ``min_refresh``; otherwise it is unknown at once. A flood of made-up kids therefore costs at
+      most one fetch per ``min_refresh`` and delays nobody else;
+    - before the first successful fetch every caller waits for it (there is nothing to answer from).
+
+    A failed fetch keeps the keys already known (logged); with none known, callers get 503.
+    """
+
+    def __init__(
+        self,
+        fetch: KeyFetch,
+        *,
+        max_age: float,
+        min_refresh: float,
+        fetch_timeout: float,
+        source: str,
+    ) -> None:
+        self._fetch = fetch
+        self._max_age = max_age
+        self._min_refresh = min_refresh
+        self._fetch_timeout = fetch_timeout
+        self._source = source
+        self._keys: dict[str, Any] = {}
+        self._loaded = False
+        self._fetched_at = -math.inf
+        self._started_at = -math.inf
+        self._miss_started_at = -math.inf
+        self._generation = 0
+        self._task: asyncio.Task[None] | None = None
+        self._task_generation = -1
+
+    def forget(self) -> None:
+        """Drop every key (one was retired here): the next caller waits for a fresh fetch, and
+        a fetch already in flight, which may have read the old keys, is not used."""
+        self._generation += 1
+        self._keys = {}
+        self._loaded = False
+        self._started_at = self._miss_started_at = -math.inf
+
+    async def get(self, kid: str) -> Any | None:
+        """The key for ``kid``, or None when the source does not publish it (as far as we know)."""
+        now = time.monotonic()
+        if self._loaded:
+            if (
+                now - self._fetched_at >= self._max_age
+                and now - self._started_at >= self._min_refresh
+            ):
+                self._start(now)  # in the background: nobody waits for a periodic refresh
+            key = self._keys.get(kid)
+            if key is not None:
+                return key
+        task = self._in_flight()
+        if task is None:
+            if self._loaded and now - self._miss_started_at < self._min_refresh:
+                return None  # refetched for an unknown kid moments ago: do not wait, do not fetch
+            if not self._loaded and now - self._started_at < self._min_refresh:
+                self._unavailable()  # the source just failed: answer at once, do not pile up
+            if self._loaded:
+                self._miss_started_at = now
+            task = self._start(now)
+        await asyncio.shield(task)  # a caller that goes away does not cancel the others' fetch
+        if not self._loaded:
+            self._unavailable()
+        return self._keys.get(kid)
+
+    def _in_flight(self) -> asyncio.Task[None] | None:
+        task = self._task
+        if task is None or task.done() or self._task_generation != self._generation:
+            return None
+        return task
+
+    def _start(self, now: float) -> asyncio.Task[None]:
+        task = self._in_flight()
+        if task is None:
+            self._started_at = now
+            self._task_generation = self._generation
+            task = self._task = asyncio.create_task(self._refresh(self._generation))
+        return task
+
+    async def _refresh(self, generation: int) -> None:
+        try:
+            async with asyncio.timeout(self._fetch_timeout):
+                keys = await self._fetch()
+        except Exception as exc:  # any failure of the source keeps what we have
+            log.warning("auth.keys_refresh_failed", source=self._source, error=repr(exc))
+            return
+        if generation == self._generation:
+            self._keys = keys
+            self._loaded = True
+            self._fetched_at = time.monotonic()
+
+    def _unavailable(self) -> NoReturn:
+        raise ServiceUnavailable(
+            "Cannot fetch signing keys from the user service.", code="auth_unavailable"
+        )
+
+
 class JwksVerifier:
-    """Verify tokens with public keys fetched from a JWKS URL and cached."""
+    """Verify tokens with public keys fetched from a JWKS URL and cached (:class:`KeyCache`)."""
 
     def __init__(
         self,
@@ -121,55 +243,29 @@ class JwksVerifier:
         audience: str,
         cache_seconds: float = 300,
         min_refresh_interval: float = 1.0,
+        fetch_timeout: float = 5.0,
     ) -> None:
         self._url = jwks_url
         self._http = http
         self._issuer = issuer
         self._audience = audience
-        self._cache_seconds = cache_seconds
-        self._min_refresh = min_refresh_interval
-        self._keys: dict[str, Any] = {}
-        self._fetched_at = 0.0
-        self._lock = asyncio.Lock()
+        self._keys = KeyCache(
+            self._fetch,
+            max_age=cache_seconds,
+            min_refresh=min_refresh_interval,
+            fetch_timeout=fetch_timeout,
+            source=jwks_url,
+        )
 
-    async def _refresh(self, *, missing_kid: str | None = None) -> None:
-        """Fetch the JWKS when the cache is old, or because ``missing_kid`` is unknown.
-
-        Forced refetches happen at most once per ``min_refresh_interval``: a caller arriving
-        sooner waits for the interval to pass, so a just-rotated key is found without a 401
-        while a flood of made-up kids costs at most one fetch per interval.
-        """
-        if missing_kid is None and time.monotonic() - self._fetched_at < self._cache_seconds:
-            return  # the common case, on every request: no lock
-        async with self._lock:
-            age = time.monotonic() - self._fetched_at
-            if missing_kid is None and age < self._cache_seconds:
-                return
-            if missing_kid is not None and missing_kid in self._keys:
-                return  # another caller fetched it while we waited for the lock
-            if missing_kid is not None and age < self._min_refresh:
-                await asyncio.sleep(self._min_refresh - age)
-            try:
-                response = await self._http.get(self._url)
-                response.raise_for_status()
-                keyset = jwt.PyJWKSet.from_dict(response.json())
-            except (httpx.HTTPError, jwt.PyJWKSetError, ValueError) as exc:
-                if self._keys:
-                    log.warning("auth.jwks_refresh_failed", error=repr(exc))
-                    self._fetched_at = time.monotonic()  # keep serving the cached keys
-                    return
-                raise ServiceUnavailable(
-                    "Cannot fetch signing keys from the user service.", code="auth_unavailable"
-                ) from exc
-            self._keys = {k.key_id: k.key for k in keyset.keys if k.key_id}
-            self._fetched_at = time.monotonic()
+    async def _fetch(self) -> dict[str, Any]:
+        response = await self._http.get(self._url)
+        response.raise_for_status()
+        keyset = jwt.PyJWKSet.from_dict(response.json())
+        return {k.key_id: k.key for k in keyset.keys if k.key_id}
 
     async def verify(self, token: str) -> Principal:
         kid = token_kid(token)
-        await self._refresh()
-        if kid not in self._keys:
-            await self._refresh(missing_kid=kid)
-        key = self._keys.get(kid)
+        key = await self._keys.get(kid)
         if key is None:
             raise Unauthorized("The token was signed with an unknown key.", code="invalid_token")
         claims = decode_token(token, key, issuer=self._issuer, audience=self._audience)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -41,6 +41,17 @@ class Envelope(BaseModel, Generic[T]):
     meta: PageMeta | dict[str, Any] | None = None
 
 
+class ErrorEnvelope(BaseModel):
+    """Every error body (4xx, 5xx); ``data`` holds details such as ``{"errors": [...]}`` for
+    ``validation_error`` or ``{"rule": ...}`` for ``weak_password``."""
+
+    success: Literal[False]
+    data: dict[str, Any] | None = None
+    error: str = Field(description="A stable machine code: `validation_error`, `not_found`, ...")
+    message: str = Field(description="For people.")
+    meta: None = None
+
+
 def ok(
     data: T, message: str | None = None, meta: PageMeta | dict[str, Any] | None = None
 ) -> Envelope[T]:
@@ -52,10 +63,17 @@ def error_body(code: str, message: str, data: Any = None) -> dict[str, Any]:
     return {"success": False, "data": data, "error": code, "message": message, "meta": None}
 
 
+TEXT_PATTERN = r"^[^\x00]*$"
+"""Free text a route stores or searches in PostgreSQL, which cannot hold a NUL character."""
+
+MAX_PAGE = 1_000_000
+"""Pages past this are refused (422): offsets stay far inside what PostgreSQL and Redis take."""
+
+
 class Pagination(BaseModel):
     """Query parameters of list endpoints."""
 
-    page: int = Field(default=1, ge=1)
+    page: int = Field(default=1, ge=1, le=MAX_PAGE)
     limit: int = Field(default=20, ge=1, le=100)
 
     @property

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -159,6 +159,20 @@ async def _dependency_unavailable(_: Request, exc: Exception) -> Response:
     )
 
 
+async def _database_error(request: Request, exc: Exception) -> Response:
+    """PostgreSQL's class 22 (data exception: a NUL character in text, a number out of range)
+    is the input's fault: 422. Anything else the database refuses is a bug: 500."""
+    sqlstate = str(getattr(getattr(exc, "orig", None), "sqlstate", "") or "")
+    if not sqlstate.startswith("22"):
+        return await _unexpected_error(request, exc)
+    log.info("http.invalid_value", sqlstate=sqlstate)
+    return error_response(
+        422,
+        "invalid_value",
+        "A value cannot be stored: text must not contain NUL characters, numbers must fit.",
+    )
+
+
 async def _unexpected_error(_: Request, exc: Exception) -> Response:
     log.exception("http.unhandled_error", error=repr(exc))
     return error_response(
@@ -172,6 +186,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    for error in DEPENDENCY_ERRORS:
+    app.add_exception_handler(DBAPIError, _database_error)
+    for error in DEPENDENCY_ERRORS:  # more specific than DBAPIError: they win
         app.add_exception_handler(error, _dependency_unavailable)
     app.add_exception_handler(Exception, _unexpected_error)

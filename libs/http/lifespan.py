@@ -68,6 +68,7 @@ def jwks_verifier(settings: ServiceSettings, http: httpx.AsyncClient) -> JwksVer
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         cache_seconds=settings.jwks_cache_seconds,
+        fetch_timeout=settings.http_timeout_seconds,
     )
 
 

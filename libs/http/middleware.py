@@ -1,4 +1,4 @@
-"""ASGI middleware every service runs: correlation id, HTTP metrics, request body limit.
+"""ASGI middleware every service runs: correlation id, HTTP metrics, request body limit, paths.
 
 Pure ASGI (no BaseHTTPMiddleware): they wrap ``send``/``receive`` and add no task per request.
 """
@@ -101,3 +101,19 @@ class BodyLimitMiddleware:
             return event
 
         await self.app(scope, limited_receive, send)
+
+
+class PathGuardMiddleware:
+    """400 for a path with control characters (``%0A``, ``%00``, ...): no route has one, and
+    Starlette's route patterns end in ``$``, which also matches before a trailing newline, so
+    ``/api/v1/failed/%0A`` would otherwise be answered by the route for ``/api/v1/failed/``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and any(ord(c) < 0x20 or ord(c) == 0x7F for c in scope["path"]):
+            response = error_response(400, "invalid_path", "The path contains control characters.")
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

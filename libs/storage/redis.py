@@ -152,6 +152,11 @@ class Keys:
     def login_lock(self, digest: str) -> str:
         return self.rate_limit(f"login-lock:{digest}")
 
+    # access (written by user_service, read by the gateway)
+    def revoked_client(self, client_id: str) -> str:
+        """Present while tokens issued to a revoked client may still be unexpired."""
+        return f"{self.prefix}revoked-client:{client_id}"
+
     # caches (versioned: the owner bumps the version, readers use the current version's key)
     def cache_version(self, kind: str, ident: str) -> str:
         return f"{self.prefix}cachever:{kind}:{ident}"

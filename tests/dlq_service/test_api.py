@@ -284,3 +284,20 @@ async def test_messages_past_the_retention_are_archived_not_deleted(
         await asyncio.sleep(0.5)  # further passes do not archive it twice
         detail = (await dlq.get(f"/api/v1/failed/{row['id']}")).json()["data"]
         assert len(detail["events"]) == 2
+
+
+async def test_values_postgresql_cannot_hold_are_422_not_503(dlq: Harness) -> None:
+    # found by the fuzz tier (tests/fuzz): these reached the database and came back as 503
+    for params in ({"page": 2**62}, {"reason": "a\x00b"}, {"error": "\x00"}):
+        response = await dlq.get("/api/v1/failed/", params=params)
+        assert response.status_code == 422, (params, response.text)
+        assert response.json()["error"] == "validation_error"
+    discard = await dlq.post(f"/api/v1/failed/{uuid.uuid4()}/discard", json={"reason": "x\x00"})
+    assert discard.status_code == 422, discard.text
+
+
+async def test_a_path_with_a_control_character_is_400_not_another_route(dlq: Harness) -> None:
+    # /api/v1/failed/%0A used to be answered by the list route (a pattern's $ matches before \n)
+    response = await dlq.get("/api/v1/failed/%0A")
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_path"

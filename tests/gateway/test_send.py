@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import pytest
@@ -226,3 +227,44 @@ async def test_rotated_signing_key_is_picked_up_without_restart(gateway, mint):
     mint.active = mint.add_key()  # user_service rotated: the new key appears in the JWKS
     response = await gateway.post("/api/v1/notifications/", json=body(), headers=mint.headers())
     assert response.status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("variables", {"n": 2**64}),
+        ("variables", {"n": -(2**63) - 1}),
+        ("metadata", {"deep": json.loads("[" * 300 + "]" * 300)}),
+        ("variables", {"deep": json.loads("[" * 40 + "]" * 40)}),
+        ("variables", {"n": float("nan")}),
+        ("metadata", {"n": float("-inf")}),
+    ],
+    ids=[
+        "int-over-64-bits",
+        "int-under-64-bits",
+        "nested-300-deep",
+        "nested-40-deep",
+        "nan",
+        "inf",
+    ],
+)
+async def test_values_the_message_cannot_carry_are_422_and_queue_nothing(
+    gateway, mint, amqp, field, value
+):
+    # found by the fuzz tier (tests/fuzz): the idempotency fingerprint (orjson) raised -> 500 for
+    # integers beyond 64 bits and nesting beyond 254 levels; 32 levels is the documented limit.
+    # Found by tests/unit/test_message_decoder.py: NaN and Infinity were sent on as null.
+    response = await gateway.post(
+        "/api/v1/notifications/",
+        content=json.dumps(body(**{field: value})),  # as any client may write it (NaN included)
+        headers=mint.headers() | {"Content-Type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["data"]["errors"][0]["field"].startswith(field)
+    assert await queue_depth(amqp, "email.queue") == 0
+
+
+async def test_a_path_with_a_control_character_is_400_not_the_list(gateway, mint):
+    response = await gateway.get("/api/v1/notifications/%0A", headers=mint.headers())
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_path"

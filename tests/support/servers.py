@@ -26,6 +26,13 @@ class AppClient(httpx.AsyncClient):
     """An in-process client that also holds the service state the app's lifespan yielded."""
 
     state: Any
+    asgi: ASGIApp
+
+    def calling_from(self, host: str) -> httpx.AsyncClient:
+        """Another client of the same running app, whose requests come from address ``host``
+        (the default client's is 127.0.0.1)."""
+        transport = httpx.ASGITransport(app=self.asgi, client=(host, 40000))
+        return httpx.AsyncClient(transport=transport, base_url=self.base_url)
 
 
 def with_lifespan_state(app: ASGIApp, state: Mapping[str, Any]) -> ASGIApp:
@@ -42,9 +49,11 @@ async def app_client(app: FastAPI) -> AsyncIterator[AppClient]:
     """An httpx client talking to ``app`` in-process, with the app's lifespan running."""
     async with app.router.lifespan_context(app) as lifespan_state:
         state = dict(lifespan_state or {})
-        transport = httpx.ASGITransport(app=with_lifespan_state(app, state))
+        asgi = with_lifespan_state(app, state)
+        transport = httpx.ASGITransport(app=asgi)
         async with AppClient(transport=transport, base_url="http://testserver") as client:
             client.state = state.get(STATE_KEY)
+            client.asgi = asgi
             yield client
 
 

@@ -72,7 +72,9 @@ class System:
             body["push_token"] = push_token
         if language:
             body["language"] = language
-        response = await self.http.post(f"{self.url('user_service')}/api/v1/users/", json=body)
+        response = await self.http.post(
+            f"{self.url('user_service')}/api/v1/users/", json=body, headers=await self.admin()
+        )
         assert response.status_code == 201, response.text
         return dict(response.json()["data"]) | {"password": body["password"]}
 

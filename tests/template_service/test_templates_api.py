@@ -7,6 +7,7 @@ import asyncio
 import pytest
 from redis.asyncio import Redis
 
+from libs.http.envelope import MAX_PAGE
 from libs.storage.redis import Keys
 from tests.template_service.conftest import TemplateApi
 from tests.template_service.factories import email_template, push_template, unique_code
@@ -480,7 +481,7 @@ async def test_list_rejects_bad_query_parameters(
 
 async def test_a_page_far_beyond_the_end_is_empty(api: TemplateApi) -> None:
     await api.create(push_template())
-    response = await api.request("GET", f"{BASE}/", params={"page": 10**18})
+    response = await api.request("GET", f"{BASE}/", params={"page": MAX_PAGE})
     assert response.status_code == 200
     assert response.json()["data"] == []
 
@@ -589,3 +590,13 @@ async def test_cache_version_is_bumped_after_each_committed_change(
     await api.render("welcome", {"name": "A", "link": "l"})
     assert not await bumped()
     assert 0 < await redis.ttl(key) <= 7 * 86400
+
+
+async def test_a_nul_character_in_a_template_is_422_not_500(api: TemplateApi) -> None:
+    # found by the fuzz tier (tests/fuzz): PostgreSQL cannot store NUL, and the error was a 500
+    response = await api.request(
+        "POST", f"{BASE}/", json=email_template(code=unique_code(), content="<p>a\x00b</p>")
+    )
+
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "invalid_value"

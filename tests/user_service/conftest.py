@@ -84,9 +84,12 @@ def unique_email(label: str = "user") -> str:
 async def register(
     client: httpx.AsyncClient, headers: dict[str, str] | None = None, **fields: Any
 ) -> dict[str, Any]:
-    """Register a user (anonymously unless ``headers``); returns the representation."""
+    """Register a user as the admin, or as ``headers`` say (``{}``: anonymously, which needs
+    self-registration on); returns the representation."""
+    if headers is None:
+        headers = bearer(await login(client, ADMIN_EMAIL, ADMIN_PASSWORD))
     body = {"name": "Test User", "email": unique_email(), "password": PASSWORD, **fields}
-    response = await client.post("/api/v1/users/", json=body, headers=headers or {})
+    response = await client.post("/api/v1/users/", json=body, headers=headers)
     assert response.status_code == 201, response.text
     data: dict[str, Any] = response.json()["data"]
     return data

@@ -1,6 +1,6 @@
 """Who may call what: every endpoint against every kind of caller, as one table.
 
-The 90 cases share one app and database, created for this module and dropped after it (a fresh
+The cases share one app and database, created for this module and dropped after it (a fresh
 database per case would triple the suite's run time). Each case makes its own users, device and
 tokens, so no case depends on another.
 """
@@ -31,65 +31,97 @@ from tests.user_service.conftest import (
 from user_service.app import create_app
 from user_service.cli import migrate, seed
 
-ACTORS = ("admin", "service", "self", "other", "anonymous")
+ACTORS = ("admin", "service", "self", "other", "anonymous", "client")
 
-# endpoint name, method, path, body; expected status for admin, service, self, other, anonymous.
-# {user_id} is the "self" user; {token_id} one of their devices; {kid} a replaced signing key.
-TABLE: list[tuple[str, str, str, dict[str, Any] | None, tuple[int, int, int, int, int]]] = [
-    ("register user", "POST", "/api/v1/users/", {"role": "user"}, (201, 201, 201, 201, 201)),
-    ("register admin", "POST", "/api/v1/users/", {"role": "admin"}, (201, 403, 403, 403, 403)),
-    ("register service", "POST", "/api/v1/users/", {"role": "service"}, (201, 403, 403, 403, 403)),
-    ("list users", "GET", "/api/v1/users/", None, (200, 403, 403, 403, 401)),
-    ("read me", "GET", "/api/v1/users/me", None, (200, 200, 200, 200, 401)),
-    ("read user", "GET", "/api/v1/users/{user_id}", None, (200, 200, 200, 403, 401)),
+# endpoint name, method, path, body; expected status for admin, service, self, other, anonymous,
+# client (a client backend's token: it is no account, so "read me" finds none).
+# {user_id} is the "self" user; {token_id} one of their devices; {kid} a replaced signing key;
+# {client_id} another client backend.
+TABLE: list[tuple[str, str, str, dict[str, Any] | None, tuple[int, int, int, int, int, int]]] = [
+    # self-registration is off (the default): only admins create accounts
+    ("register user", "POST", "/api/v1/users/", {"role": "user"}, (201, 403, 403, 403, 403, 403)),
+    ("register admin", "POST", "/api/v1/users/", {"role": "admin"}, (201, 403, 403, 403, 403, 403)),
+    (
+        "register service",
+        "POST",
+        "/api/v1/users/",
+        {"role": "service"},
+        (201, 403, 403, 403, 403, 403),
+    ),
+    ("list users", "GET", "/api/v1/users/", None, (200, 403, 403, 403, 401, 403)),
+    (
+        "look users up",
+        "POST",
+        "/api/v1/users/lookup",
+        {"ids": "self"},
+        (200, 200, 403, 403, 401, 403),
+    ),
+    ("read me", "GET", "/api/v1/users/me", None, (200, 200, 200, 200, 401, 404)),
+    ("read user", "GET", "/api/v1/users/{user_id}", None, (200, 200, 200, 403, 401, 403)),
     (
         "update user",
         "PATCH",
         "/api/v1/users/{user_id}",
         {"name": "Renamed"},
-        (200, 403, 200, 403, 401),
+        (200, 403, 200, 403, 401, 403),
     ),
-    ("delete user", "DELETE", "/api/v1/users/{user_id}", None, (200, 403, 200, 403, 401)),
+    ("delete user", "DELETE", "/api/v1/users/{user_id}", None, (200, 403, 200, 403, 401, 403)),
     (
         "read preferences",
         "GET",
         "/api/v1/users/{user_id}/preferences",
         None,
-        (200, 200, 200, 403, 401),
+        (200, 200, 200, 403, 401, 403),
     ),
     (
         "update preferences",
         "PATCH",
         "/api/v1/users/{user_id}/preferences",
         {"push": False},
-        (200, 403, 200, 403, 401),
+        (200, 403, 200, 403, 401, 403),
     ),
-    ("list devices", "GET", "/api/v1/users/{user_id}/push-tokens", None, (200, 200, 200, 403, 401)),
+    (
+        "list devices",
+        "GET",
+        "/api/v1/users/{user_id}/push-tokens",
+        None,
+        (200, 200, 200, 403, 401, 403),
+    ),
     (
         "add device",
         "POST",
         "/api/v1/users/{user_id}/push-tokens",
         {"token": "new-device"},
-        (201, 403, 201, 403, 401),
+        (201, 403, 201, 403, 401, 403),
     ),
     (
         "remove device",
         "DELETE",
         "/api/v1/users/{user_id}/push-tokens/{token_id}",
         None,
-        (200, 403, 200, 403, 401),
+        (200, 403, 200, 403, 401, 403),
     ),
     (
         "invalidate device",
         "POST",
         "/api/v1/users/{user_id}/push-tokens/invalidate",
         {"token": "existing-device", "reason": "UNREGISTERED"},
-        (200, 200, 403, 403, 401),
+        (200, 200, 403, 403, 401, 403),
     ),
-    ("list keys", "GET", "/api/v1/auth/keys", None, (200, 403, 403, 403, 401)),
-    ("rotate key", "POST", "/api/v1/auth/keys/rotate", None, (201, 403, 403, 403, 401)),
-    ("retire key", "POST", "/api/v1/auth/keys/{kid}/retire", None, (200, 403, 403, 403, 401)),
-    ("jwks", "GET", "/.well-known/jwks.json", None, (200, 200, 200, 200, 200)),
+    ("list keys", "GET", "/api/v1/auth/keys", None, (200, 403, 403, 403, 401, 403)),
+    ("rotate key", "POST", "/api/v1/auth/keys/rotate", None, (201, 403, 403, 403, 401, 403)),
+    ("retire key", "POST", "/api/v1/auth/keys/{kid}/retire", None, (200, 403, 403, 403, 401, 403)),
+    ("jwks", "GET", "/.well-known/jwks.json", None, (200, 200, 200, 200, 200, 200)),
+    ("create client", "POST", "/api/v1/clients/", {"name": "New"}, (201, 403, 403, 403, 401, 403)),
+    ("list clients", "GET", "/api/v1/clients/", None, (200, 403, 403, 403, 401, 403)),
+    ("read client", "GET", "/api/v1/clients/{client_id}", None, (200, 403, 403, 403, 401, 403)),
+    (
+        "revoke client",
+        "POST",
+        "/api/v1/clients/{client_id}/revoke",
+        None,
+        (200, 403, 403, 403, 401, 403),
+    ),
 ]
 
 CASES = [
@@ -99,10 +131,12 @@ CASES = [
 ]
 
 
-def _body(template: dict[str, Any] | None, device: str) -> dict[str, Any] | None:
+def _body(template: dict[str, Any] | None, device: str, me: str) -> dict[str, Any] | None:
     if template is None:
         return None
     body = dict(template)
+    if body.get("ids") == "self":
+        body["ids"] = [me]
     if "role" in body:  # a registration
         body.update(
             name="New Person", email=f"new.{uuid.uuid4().hex[:10]}@example.com", password=PASSWORD
@@ -112,6 +146,19 @@ def _body(template: dict[str, Any] | None, device: str) -> dict[str, Any] | None
     elif body.get("token") == "new-device":
         body["token"] = f"device-{uuid.uuid4().hex}"
     return body
+
+
+async def _client_backend(client: httpx.AsyncClient, admin: dict[str, str]) -> dict[str, Any]:
+    created = (await client.post("/api/v1/clients/", json={"name": "B"}, headers=admin)).json()
+    token = await client.post(
+        "/api/v1/auth/token",
+        json={
+            "grant_type": "client_credentials",
+            "client_id": created["data"]["id"],
+            "client_secret": created["data"]["client_secret"],
+        },
+    )
+    return {"id": created["data"]["id"], "headers": bearer(token.json()["data"]["access_token"])}
 
 
 @pytest.fixture(scope="module")
@@ -139,16 +186,20 @@ async def test_access(client, method, path, body, actor, expected):
         keys = (await client.get("/api/v1/auth/keys", headers=admin_headers)).json()["data"]
         kid = keys[0]["kid"]
         await client.post("/api/v1/auth/keys/rotate", headers=admin_headers)
+    backend = await _client_backend(client, admin_headers)
     headers = {
         "admin": admin_headers,
         "service": service_headers,
         "self": me.headers,
         "other": other.headers,
         "anonymous": {},
+        "client": backend["headers"],
     }[actor]
-    url = path.format(user_id=me.id, token_id=added.json()["data"]["id"], kid=kid)
+    url = path.format(
+        user_id=me.id, token_id=added.json()["data"]["id"], kid=kid, client_id=backend["id"]
+    )
 
-    response = await client.request(method, url, json=_body(body, device), headers=headers)
+    response = await client.request(method, url, json=_body(body, device, me.id), headers=headers)
 
     assert response.status_code == expected, response.text
     payload = response.json()
@@ -156,4 +207,5 @@ async def test_access(client, method, path, body, actor, expected):
     if expected == 401:
         assert payload["error"] == "missing_token"
     if expected == 403:
-        assert payload["error"] == "forbidden"
+        closed = body == {"role": "user"}
+        assert payload["error"] == ("registration_closed" if closed else "forbidden")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pydantic import ValidationError
 
@@ -49,7 +51,7 @@ async def test_every_route_is_documented(client):
         if path.startswith(("/api/v1/", "/.well-known/"))
         for method, operation in item.items()
     ]
-    assert len(operations) == 17
+    assert len(operations) == 23
     for path, method, operation in operations:
         assert operation.get("summary"), (path, method)
         success = next(code for code in operation["responses"] if code.startswith("2"))
@@ -105,6 +107,8 @@ def test_generic_variables_are_the_fallback(monkeypatch):
         ({"admin_password": "admin12345!"}, "ADMIN_PASSWORD"),
         ({"admin_email": "admin@herald.local"}, "ADMIN_EMAIL"),
         ({"service_account_password": "herald-dev-service-password"}, "SERVICE_ACCOUNT_PASSWORD"),
+        ({"metrics_token": "change-me"}, "METRICS_TOKEN"),
+        ({"metrics_token": None}, "METRICS_TOKEN"),
     ],
 )
 def test_production_refuses_development_credentials(overrides, variable):
@@ -113,6 +117,7 @@ def test_production_refuses_development_credentials(overrides, variable):
         "admin_email": "ops@example.com",
         "admin_password": "a-real-secret-9",
         "service_account_password": "another-real-secret-8",
+        "metrics_token": "a-real-metrics-token-7",
         **overrides,
     }
 
@@ -120,3 +125,17 @@ def test_production_refuses_development_credentials(overrides, variable):
         UserSettings(**values)
 
     assert UserSettings(**{**values, **{k: f"real-{k}-1@example.com" for k in overrides}})
+
+
+def test_production_refuses_a_guessable_service_password():
+    values: dict[str, Any] = {
+        "environment": "production",
+        "admin_email": "ops@example.com",
+        "admin_password": "a-real-secret-9",
+        "metrics_token": "a-real-metrics-token-7",
+    }
+
+    with pytest.raises(ValidationError, match="SERVICE_ACCOUNT_PASSWORD"):
+        UserSettings(**values, service_account_password="short-secret-1")
+
+    assert UserSettings(**values, service_account_password="a-long-random-secret-42")

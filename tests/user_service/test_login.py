@@ -10,7 +10,14 @@ from sqlmodel import select
 
 from libs.storage.db import create_engine, session_factory
 from tests.support.servers import app_client
-from tests.user_service.conftest import PASSWORD, make_settings, register, unique_email
+from tests.user_service.conftest import (
+    PASSWORD,
+    SERVICE_EMAIL,
+    SERVICE_PASSWORD,
+    make_settings,
+    register,
+    unique_email,
+)
 from user_service.app import create_app
 from user_service.models import User
 from user_service.throttle import slowdown_seconds
@@ -79,6 +86,29 @@ async def test_five_failures_lock_the_account_even_for_the_right_password(client
     assert 0 < retry_after <= settings.login_lockout_seconds
 
 
+async def test_a_strangers_failures_lock_only_the_strangers_address(client):
+    user = await register(client)
+    async with client.calling_from("203.0.113.9") as stranger:
+        guesses = [await _attempt(stranger, user["email"], "wrong-password-1") for _ in range(6)]
+
+        owner = await _attempt(client, user["email"], PASSWORD)  # from the owner's address
+        stranger_again = await _attempt(stranger, user["email"], PASSWORD)
+
+    assert [r.status_code for r in guesses] == [401] * 5 + [429]
+    assert owner.status_code == 200
+    assert stranger_again.status_code == 429
+
+
+async def test_the_service_account_is_never_locked_out(client):
+    failures = [await _attempt(client, SERVICE_EMAIL, "wrong-password-1") for _ in range(8)]
+
+    response = await _attempt(client, SERVICE_EMAIL, SERVICE_PASSWORD)
+
+    assert [r.status_code for r in failures] == [401] * 8
+    assert response.status_code == 200
+    assert response.json()["data"]["user"]["role"] == "service"
+
+
 async def test_unknown_emails_lock_too_so_lockout_reveals_nothing(client):
     email = unique_email("ghost")
     for _ in range(5):
@@ -89,11 +119,9 @@ async def test_unknown_emails_lock_too_so_lockout_reveals_nothing(client):
     assert response.status_code == 429
 
 
-async def test_lockout_expires(migrated_url, redis_prefix):
-    settings = make_settings(
-        migrated_url, redis_prefix, login_max_failures=2, login_lockout_seconds=1
-    )
-    async with app_client(create_app(settings)) as client:
+async def test_lockout_expires(settings):
+    short = settings.model_copy(update={"login_max_failures": 2, "login_lockout_seconds": 1})
+    async with app_client(create_app(short)) as client:
         user = await register(client)
         for _ in range(2):
             await _attempt(client, user["email"], "wrong-password-1")
@@ -115,16 +143,16 @@ async def test_a_successful_login_resets_the_failure_count(client):
     assert [r.status_code for r in after_reset] == [401] * 4
 
 
-async def test_repeated_failures_slow_down_further_attempts(migrated_url, redis_prefix):
-    settings = make_settings(
-        migrated_url,
-        redis_prefix,
-        login_slowdown_after=2,
-        login_slowdown_base_seconds=0.2,
-        login_slowdown_max_seconds=0.3,
-        login_max_failures=10,
+async def test_repeated_failures_slow_down_further_attempts(settings):
+    slow = settings.model_copy(
+        update={
+            "login_slowdown_after": 2,
+            "login_slowdown_base_seconds": 0.2,
+            "login_slowdown_max_seconds": 0.3,
+            "login_max_failures": 10,
+        }
     )
-    async with app_client(create_app(settings)) as client:
+    async with app_client(create_app(slow)) as client:
         user = await register(client)
         durations = []
         for _ in range(5):

@@ -31,8 +31,8 @@ async def test_migrations_create_every_table_on_an_empty_database(database_url):
     await asyncio.to_thread(migrate, database_url)
 
     tables, versions = await _inspect(database_url)
-    assert {"users", "push_tokens", "signing_keys", "alembic_version"} <= tables
-    assert versions == ["0001"]
+    assert {"users", "push_tokens", "signing_keys", "clients", "alembic_version"} <= tables
+    assert versions == ["0002"]
 
 
 async def test_migrating_twice_changes_nothing(database_url):
@@ -41,7 +41,7 @@ async def test_migrating_twice_changes_nothing(database_url):
 
     tables, versions = await _inspect(database_url)
     assert "users" in tables
-    assert versions == ["0001"]
+    assert versions == ["0002"]
 
 
 async def test_replicas_migrating_at_once_take_turns(database_url):
@@ -57,4 +57,4 @@ async def test_replicas_migrating_at_once_take_turns(database_url):
 
     assert [process.returncode for process in processes] == [0, 0], results
     _, versions = await _inspect(database_url)
-    assert versions == ["0001"]
+    assert versions == ["0002"]

@@ -9,9 +9,26 @@ from sqlmodel import select
 
 from libs.storage.db import create_engine, session_factory
 from tests.support.servers import app_client
-from tests.user_service.conftest import PASSWORD, bearer, login, register, unique_email
+from tests.user_service.conftest import (
+    PASSWORD,
+    bearer,
+    login,
+    make_settings,
+    register,
+    unique_email,
+)
 from user_service.app import create_app
+from user_service.cli import seed
+from user_service.config import UserSettings
 from user_service.models import User
+
+
+@pytest.fixture
+async def settings(migrated_url: str, redis_prefix: str) -> UserSettings:
+    """Most cases here are about self-registration: open it."""
+    settings = make_settings(migrated_url, redis_prefix, allow_self_registration=True)
+    await seed(settings)
+    return settings
 
 
 async def test_registration_returns_the_user_without_the_password(client, settings):
@@ -183,16 +200,42 @@ async def test_an_invalid_token_on_registration_is_401_not_anonymous(client):
     assert response.json()["error"] == "invalid_token"
 
 
-async def test_self_registration_can_be_closed(settings, admin_headers):
-    closed = create_app(settings.model_copy(update={"allow_self_registration": False}))
+async def test_self_registration_is_closed_by_default(migrated_url, redis_prefix):
+    settings = make_settings(migrated_url, redis_prefix)
+    await seed(settings)
     body = {"name": "Closed", "email": unique_email(), "password": PASSWORD}
-    async with app_client(closed) as client:
+    async with app_client(create_app(settings)) as client:
+        admin = bearer(await login(client, settings.admin_email, settings.admin_password))
+        user = bearer(await login(client, (await register(client))["email"]))
         anonymous = await client.post("/api/v1/users/", json=body)
-        by_admin = await client.post("/api/v1/users/", json=body, headers=admin_headers)
+        by_a_user = await client.post("/api/v1/users/", json=body, headers=user)
+        by_admin = await client.post("/api/v1/users/", json=body, headers=admin)
 
-    assert anonymous.status_code == 403
-    assert anonymous.json()["error"] == "registration_closed"
+    assert anonymous.status_code == by_a_user.status_code == 403
+    assert anonymous.json()["error"] == by_a_user.json()["error"] == "registration_closed"
     assert by_admin.status_code == 201
+
+
+async def test_self_registration_is_throttled_per_source_address(settings):
+    throttled = settings.model_copy(
+        update={"self_registration_burst": 2, "self_registrations_per_hour": 1}
+    )
+
+    def body() -> dict[str, str]:
+        return {"name": "Many", "email": unique_email("many"), "password": PASSWORD}
+
+    async with app_client(create_app(throttled)) as client:
+        admin = bearer(await login(client, settings.admin_email, settings.admin_password))
+        burst = [await client.post("/api/v1/users/", json=body()) for _ in range(3)]
+        async with client.calling_from("198.51.100.7") as elsewhere:
+            other_address = await elsewhere.post("/api/v1/users/", json=body())
+        by_admin = await client.post("/api/v1/users/", json=body(), headers=admin)
+
+    assert [r.status_code for r in burst] == [201, 201, 429]
+    assert burst[2].json()["error"] == "rate_limited"
+    assert int(burst[2].headers["Retry-After"]) > 0
+    assert other_address.status_code == 201
+    assert by_admin.status_code == 201  # admins are not throttled
 
 
 async def test_concurrent_registrations_of_one_email_create_one_account(client):

@@ -125,6 +125,7 @@ async def _signed(client, settings, **overrides) -> str:
         ({"iss": "someone-else"}, "invalid_token"),
         ({"jti": None}, "invalid_token"),
         ({"role": "root"}, "invalid_token"),
+        ({"sub": ""}, "invalid_token"),  # it would match "no owner" filters
     ],
 )
 async def test_bad_claims_are_401(client, settings, overrides, code):
