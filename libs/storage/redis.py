@@ -152,6 +152,10 @@ class Keys:
     def login_lock(self, digest: str) -> str:
         return self.rate_limit(f"login-lock:{digest}")
 
+    # the operator console (dlq_service): one key per session, named by a digest of its id
+    def console_session(self, digest: str) -> str:
+        return f"{self.prefix}console:session:{digest}"
+
     # caches (versioned: the owner bumps the version, readers use the current version's key)
     def cache_version(self, kind: str, ident: str) -> str:
         return f"{self.prefix}cachever:{kind}:{ident}"

@@ -1,0 +1,228 @@
+"""What the console's templates show, prepared from the domain: words for reasons, times people
+read, the delivery health panel, the live feed. No HTML here (the templates escape everything)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+from fastapi import Request
+from jinja2 import Environment
+
+from dlq_service.delivery_health import BreakerView, QueueDepth
+from dlq_service.failures import decode_body
+from dlq_service.models import BodyEncoding, FailedMessage
+from dlq_service.notifications import NotificationHistory
+from dlq_service.schemas import FailedListQuery, FailureFilter
+from dlq_service.state import DlqState
+from libs.delivery.breaker import BreakerState
+from libs.notification.status import StatusRecord
+
+# Why a message is in the DLQ, in words, and whether republishing can help.
+REASONS: dict[str, tuple[str, str]] = {
+    "retries_exhausted": (
+        "Retries exhausted",
+        "Every attempt failed with a temporary error (the provider was unreachable, timed out "
+        "or asked to try later). Once the provider works again, republishing delivers it.",
+    ),
+    "permanent_error": (
+        "Refused for good",
+        "The provider or one of our services refused this message (a recipient that does not "
+        "exist, an unknown user or template, a bad push token). Republishing it unchanged fails "
+        "again unless the cause was fixed (the user, the template or the provider's settings).",
+    ),
+    "invalid_message": (
+        "Invalid message",
+        "The message could not be read as a notification (not JSON, or a field is missing or "
+        "wrong). It cannot be republished; fix the sender and send it again.",
+    ),
+    "broker_expired": (
+        "Expired in the broker",
+        "RabbitMQ dead-lettered it because it waited too long in a queue.",
+    ),
+    "broker_rejected": ("Rejected by a consumer", "A consumer rejected it without requeueing."),
+    "broker_maxlen": ("Queue full", "RabbitMQ dead-lettered it because its queue was full."),
+    "broker_delivery_limit": (
+        "Delivery limit reached",
+        "It was delivered to consumers too many times without being settled (a consumer crashed "
+        "on it each time).",
+    ),
+}
+
+NOTICES: dict[str, str] = {
+    "republished": "Republished: the message is back on its queue.",
+    "discarded": "Discarded; the reason is in the audit trail.",
+    "republished_many": "Republished {n} message(s).",
+    "job_started": "Republishing {n} message(s) in the background; the list follows them.",
+    "nothing_selected": "Nothing selected: tick the messages to republish first.",
+    "expired": "The confirmation expired; count again.",
+}
+
+
+def reason_title(reason: str) -> str:
+    return REASONS.get(reason, (reason.replace("_", " ").capitalize(), ""))[0]
+
+
+def explain(row: FailedMessage) -> str:
+    return REASONS.get(row.reason, ("", "No explanation is known for this reason."))[1]
+
+
+def when(moment: datetime | None) -> str:
+    """An absolute UTC time, to the second."""
+    if moment is None:
+        return "-"
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def ago(moment: datetime | None, now: datetime | None = None) -> str:
+    """How long ago, in the largest unit that fits ("3 min ago")."""
+    if moment is None:
+        return "-"
+    seconds = int(((now or datetime.now(UTC)) - moment).total_seconds())
+    if seconds < 60:
+        return "just now" if seconds < 5 else f"{seconds} s ago"
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
+
+
+def short_id(value: object) -> str:
+    text = str(value or "")
+    return text[:8] if len(text) > 12 else text
+
+
+def install_filters(env: Environment) -> None:
+    env.filters.update(when=when, ago=ago, short_id=short_id, reason_title=reason_title)
+
+
+def notice(params: Mapping[str, str]) -> str | None:
+    template = NOTICES.get(params.get("notice", ""))
+    if template is None:
+        return None
+    text = template.format(n=params.get("n", "?"))
+    skipped = params.get("skipped")
+    if skipped and skipped.isdigit():
+        text += f" {skipped} skipped (no longer pending, or not republishable)."
+    return text
+
+
+def filter_values(query: FailedListQuery) -> dict[str, str]:
+    """The filter form's current values, as strings (empty for "any")."""
+    values: dict[str, str] = {}
+    for name in (*FailureFilter.model_fields, "state"):
+        value = getattr(query, name)
+        if isinstance(value, datetime):
+            values[name] = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
+        else:
+            values[name] = "" if value is None else str(getattr(value, "value", value))
+    return values
+
+
+def encode_filters(params: Mapping[str, str]) -> str:
+    return urlencode({k: v for k, v in params.items() if v and k in FailedListQuery.model_fields})
+
+
+def page_url(request: Request) -> Any:
+    """Builds this list's URL for another page (the filters kept)."""
+
+    def build(page: int) -> str:
+        return str(request.url.include_query_params(page=page).replace(scheme="", netloc=""))
+
+    return build
+
+
+def pretty_body(row: FailedMessage) -> str:
+    """The payload as people read it: indented JSON when it is JSON, else the text (or base64)."""
+    if row.body_encoding == BodyEncoding.UTF8:
+        try:
+            return orjson.dumps(orjson.loads(row.body), option=orjson.OPT_INDENT_2).decode()
+        except orjson.JSONDecodeError:
+            return row.body
+    try:
+        return decode_body(row.body, row.body_encoding).decode("utf-8", "replace")
+    except ValueError:
+        return row.body
+
+
+async def statuses_of(
+    history: NotificationHistory, rows: Iterable[FailedMessage]
+) -> dict[str, StatusRecord]:
+    """The current status of each row's notification (those the history still knows)."""
+    ids = sorted({str(r.notification_id) for r in rows if r.notification_id is not None})
+    records = await asyncio.gather(*(history.get(i) for i in ids))
+    return {i: r for i, r in zip(ids, records, strict=True) if r is not None}
+
+
+@dataclass(frozen=True)
+class HealthPanel:
+    breakers: Sequence[BreakerView]
+    queues: Sequence[QueueDepth]
+    arrivals: Sequence[tuple[datetime, int]]
+    retry_waiting: dict[str, int]
+
+    @property
+    def arrivals_peak(self) -> int:
+        return max((n for _, n in self.arrivals), default=0) or 1
+
+    @property
+    def last_hour(self) -> int:
+        return self.arrivals[-1][1] if self.arrivals else 0
+
+    @property
+    def last_day(self) -> int:
+        return sum(n for _, n in self.arrivals)
+
+    @property
+    def any_breaker_open(self) -> bool:
+        return any(b.state is not BreakerState.CLOSED for b in self.breakers)
+
+
+async def delivery_health(state: DlqState) -> HealthPanel:
+    breakers, queues, arrivals = await asyncio.gather(
+        state.probe.breakers(), state.probe.queues(), state.dlq.arrivals_per_hour(24)
+    )
+    waiting: dict[str, int] = {}
+    for q in queues:
+        if q.kind == "retry" and q.channel is not None:
+            waiting[q.channel.value] = waiting.get(q.channel.value, 0) + (q.messages or 0)
+    shown = [q for q in queues if q.kind != "retry"]
+    return HealthPanel(breakers, shown, arrivals, waiting)
+
+
+async def live_data(state: DlqState, ids: Sequence[uuid.UUID]) -> dict[str, Any]:
+    rows: dict[str, Any] = {}
+    present = await state.dlq.get_many(ids)
+    statuses = await statuses_of(state.history, present)
+    for row in present:
+        record = statuses.get(str(row.notification_id))
+        rows[str(row.id)] = {
+            "state": row.state,
+            "republish_count": row.republish_count,
+            "notification_status": record.status.value if record else None,
+            "attempts": record.attempts if record else None,
+        }
+    stats = await state.dlq.stats()
+    jobs = [
+        {
+            "id": j.id,
+            "total": j.total,
+            "republished": j.republished,
+            "skipped": j.skipped,
+            "failed": j.failed,
+            "running": j.running,
+        }
+        for j in state.jobs.recent()[:3]
+    ]
+    return {
+        "rows": rows,
+        "pending": stats.pending_by_channel,
+        "pending_total": sum(stats.pending_by_channel.values()),
+        "jobs": jobs,
+    }
