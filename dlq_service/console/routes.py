@@ -37,6 +37,7 @@ from dlq_service.notifications import look_up
 from dlq_service.repository import FailedFilter
 from dlq_service.schemas import FailedListQuery, FailureFilter
 from dlq_service.state import DlqState, State
+from dlq_service.wording import REASONS
 from libs.http.envelope import Envelope, PageMeta, ok
 from libs.http.errors import AppError, Unauthorized, error_response
 
@@ -240,7 +241,7 @@ async def failed_messages(request: Request, state: State, operator: Operator) ->
             "jobs": state.jobs.recent()[:3],
             "notice": views.notice(request.query_params),
             "page_url": views.page_url(request),
-            "reasons": views.REASONS,
+            "reasons": REASONS,
         },
         operator=operator,
     )
