@@ -49,7 +49,6 @@ templates = Jinja2Templates(directory=str(HERE / "templates"))
 views.install_filters(templates.env)
 
 PAGE_SIZE = 25
-LIVE_IDS_MAX = 100
 
 # Pages are ours alone: no inline script, no framing, nothing cached, no referrer sent out.
 SECURITY_HEADERS = {
@@ -223,7 +222,8 @@ async def failed_messages(request: Request, state: State, operator: Operator) ->
     rows, total = await state.dlq.search(
         query.failed_filter(), offset=query.offset, limit=query.limit
     )
-    statuses = await views.statuses_of(state.history, rows)
+    watched = await state.dlq.get_many(views.ids_in(request.query_params.get("watch", "")))
+    statuses = await views.statuses_of(state.history, [*rows, *watched])
     stats = await state.dlq.stats()
     health = await views.delivery_health(state)
     return render(
@@ -234,6 +234,7 @@ async def failed_messages(request: Request, state: State, operator: Operator) ->
             "filters": views.filter_values(query),
             "filter_error": filter_error,
             "rows": rows,
+            "watched": sorted(watched, key=lambda r: r.failed_at, reverse=True),
             "statuses": statuses,
             "page": PageMeta.build(total, query.limit, query.page),
             "stats": stats,
@@ -241,6 +242,7 @@ async def failed_messages(request: Request, state: State, operator: Operator) ->
             "jobs": state.jobs.recent()[:3],
             "notice": views.notice(request.query_params),
             "page_url": views.page_url(request),
+            "list_url": views.list_url(request),
             "reasons": REASONS,
         },
         operator=operator,
@@ -315,19 +317,19 @@ async def republish_selected(
     request: Request, state: State, operator: Operator, form: CheckedForm
 ) -> Response:
     back = _safe_next(str(form.get("back") or "/"))
-    ids: list[uuid.UUID] = []
-    for value in (await request.form()).getlist("ids"):
-        try:
-            ids.append(uuid.UUID(str(value)))
-        except ValueError:
-            continue
+    ids = views.ids_in(",".join(str(v) for v in (await request.form()).getlist("ids")))
     if not ids:
         return redirect(back, notice="nothing_selected")
     result = await state.dlq.republish_many(
-        f=FailedFilter(), ids=ids[:1000], limit=1000, actor=operator.sub
+        f=FailedFilter(), ids=ids, limit=len(ids), actor=operator.sub
     )
+    # back to the list, watching what was republished until it is delivered
     return redirect(
-        back, notice="republished_many", n=result.republished, skipped=result.skipped or None
+        back,
+        notice="republished_many",
+        n=result.republished,
+        skipped=result.skipped or None,
+        watch=",".join(str(i) for i in result.republished_ids) or None,
     )
 
 
@@ -397,13 +399,7 @@ async def live(
     """Each listed message's state and its notification's status, pending totals, jobs."""
     if await state.sessions.read(request.cookies.get(SESSION_COOKIE)) is None:
         raise Unauthorized("Log in to the console first.", code="login_required")
-    wanted: list[uuid.UUID] = []
-    for part in ids.split(",")[:LIVE_IDS_MAX]:
-        try:
-            wanted.append(uuid.UUID(part))
-        except ValueError:
-            continue
-    data = await views.live_data(state, wanted)
+    data = await views.live_data(state, views.ids_in(ids))
     body = ok(data).model_dump(mode="json")
     return Response(orjson.dumps(body), media_type="application/json", headers=SECURITY_HEADERS)
 

@@ -54,6 +54,17 @@ def notice(params: Mapping[str, str]) -> str | None:
     return text
 
 
+def ids_in(text: str, most: int = 100) -> list[uuid.UUID]:
+    """The failed message ids in a comma-separated list (what is not an id is ignored)."""
+    ids: list[uuid.UUID] = []
+    for part in text.split(",")[:most]:
+        try:
+            ids.append(uuid.UUID(part.strip()))
+        except ValueError:
+            continue
+    return ids
+
+
 def filter_values(query: FailedListQuery) -> dict[str, str]:
     """The filter form's current values, as strings (empty for "any")."""
     values: dict[str, str] = {}
@@ -70,11 +81,21 @@ def encode_filters(params: Mapping[str, str]) -> str:
     return urlencode({k: v for k, v in params.items() if v and k in FailedListQuery.model_fields})
 
 
+NOTICE_PARAMS = ("notice", "n", "skipped", "watch")
+
+
+def list_url(request: Request) -> str:
+    """This list's path and filters, without the notice of the last action."""
+    url = request.url.remove_query_params(NOTICE_PARAMS)
+    return f"{url.path}?{url.query}" if url.query else url.path
+
+
 def page_url(request: Request) -> Any:
     """Builds this list's URL for another page (the filters kept)."""
 
     def build(page: int) -> str:
-        return str(request.url.include_query_params(page=page).replace(scheme="", netloc=""))
+        url = request.url.remove_query_params(NOTICE_PARAMS).include_query_params(page=page)
+        return f"{url.path}?{url.query}"
 
     return build
 
