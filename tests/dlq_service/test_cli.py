@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -24,6 +21,7 @@ from tests.dlq_service.helpers import (
     publish_failed,
     queue_depth,
 )
+from tests.support.cli import herald_dlq
 from tests.support.servers import live_server
 
 
@@ -33,25 +31,8 @@ class Cli:
     token: str
 
     async def __call__(self, *args: str, token: str | None = None) -> tuple[int, str, str]:
-        env = {
-            **os.environ,
-            "HERALD_DLQ_URL": self.url,
-            "HERALD_TOKEN": self.token if token is None else token,
-            "COLUMNS": "200",
-        }
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "dlq_service",
-            *args,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(process.communicate(), 60)
-        assert process.returncode is not None
-        return process.returncode, out.decode(), err.decode()
+        env = {"HERALD_DLQ_URL": self.url, "HERALD_TOKEN": self.token if token is None else token}
+        return await herald_dlq(env, *args, timeout=60)
 
     async def stored(self, n: int) -> None:
         async def count() -> bool:
