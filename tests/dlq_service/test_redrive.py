@@ -121,15 +121,12 @@ async def test_the_service_redrives_by_itself_when_enabled(
     settings = settings_factory(auto_redrive_enabled=True, auto_redrive_interval_seconds=0.2)
     async with running(settings, token_factory("admin")) as harness:
         await _fail(harness, notification(), "retries_exhausted")
-        await eventually(
-            lambda: _depth_is(amqp, work_queue(Channel.EMAIL), 1), timeout=10, interval=0.1
-        )
-        row = await harness.only_row()
-        assert row["state"] == "republished"
 
+        async def republished() -> bool:
+            return bool((await harness.only_row())["state"] == "republished")
 
-async def _depth_is(amqp, queue: str, n: int) -> bool:
-    return await queue_depth(amqp, queue) == n
+        await eventually(republished, timeout=10, interval=0.1)
+        assert await queue_depth(amqp, work_queue(Channel.EMAIL)) == 1
 
 
 async def test_redrive_is_off_by_default(dlq_settings: DlqSettings, dlq: Harness, amqp) -> None:
