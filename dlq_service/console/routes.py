@@ -117,8 +117,9 @@ def redirect(path: str, **notice: Any) -> RedirectResponse:
 
 
 def _safe_next(target: str | None) -> str:
-    # Only paths on this site: never redirect a fresh login to another origin.
-    if target and target.startswith("/") and not target.startswith("//"):
+    # Only paths on this site: never redirect a fresh login to another origin ("//host" and
+    # "/\\host" are other origins to a browser).
+    if target and target.startswith("/") and not target.startswith(("//", "/\\")):
         return target
     return "/"
 

@@ -112,6 +112,22 @@ async def test_wrong_password_or_a_non_admin_is_refused(
     assert (await dlq.client.get("/")).status_code == 303
 
 
+@pytest.mark.parametrize("target", ["//evil.example/x", "/\\evil.example", "https://evil.example"])
+async def test_login_never_redirects_to_another_site(dlq: Harness, target: str) -> None:
+    form = await dlq.client.get("/login")
+    response = await dlq.client.post(
+        "/login",
+        data={
+            "email": ADMIN_EMAIL,
+            "password": ACCOUNTS[ADMIN_EMAIL][0],
+            "login_token": _field(form.text, "login_token"),
+            "next": target,
+        },
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == "/"
+
+
 async def test_a_login_form_without_its_token_is_refused(dlq: Harness) -> None:
     await dlq.client.get("/login")
     response = await dlq.client.post(
