@@ -13,7 +13,7 @@ PY := $(VENV)/bin/python
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: install tools run test test-unit test-fast test-e2e test-chaos test-cluster test-fuzz lint format bench clean
+.PHONY: install tools chromium run test test-unit test-fast test-e2e test-chaos test-cluster test-fuzz lint format bench clean
 
 # The fast tier runs with every server URL pointing at a closed port: it proves it needs none.
 CLOSED := 127.0.0.1:1
@@ -47,10 +47,16 @@ tools:
 	@command -v kubectl >/dev/null || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubectl; }
 
+# The console's browser tests drive Debian's Chromium through Playwright (which cannot download a
+# browser of its own here); installed only when missing.
+chromium:
+	@test -x /usr/bin/chromium || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
 run: install
 	$(PY) -m devtools.run
 
-test: install tools
+test: install tools chromium
 	$(PY) -m devtools.infra
 	$(PY) -m pytest -q -p no:cacheprovider
 
@@ -60,7 +66,7 @@ test-unit: install
 test-fast: install tools
 	$(PY) -m pytest -q -m "not e2e and not chaos and not cluster"
 
-test-e2e: install
+test-e2e: install chromium
 	$(PY) -m pytest -q -m e2e
 
 test-chaos: install

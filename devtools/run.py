@@ -212,6 +212,8 @@ def instructions(
             *(f"  {helper.name:<17} {helper.shows}" for helper in helpers),
             f"Logs: {logs}/<service>-<port>.log and {logs}/prepare.log (tail -f {logs}/*)",
             f"Demo user: {user['email']} (id {user['id']})",
+            f"Operator console (failed messages, replays): {stack.url('dlq_service')}/ "
+            f"(log in as {settings.admin_email}); in a terminal: .venv/bin/herald-dlq --help",
             "",
             "Send a first notification: paste the commands between the two marks into a shell.",
             f"They are also in {shown(INSTRUCTIONS)}, and explained in README.md. They do:",

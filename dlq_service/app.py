@@ -12,8 +12,15 @@ import structlog
 from fastapi import FastAPI
 
 from dlq_service.config import DlqSettings
+from dlq_service.console.routes import install_console
+from dlq_service.console.routes import router as console_router
+from dlq_service.console.sessions import ConsoleSessions
 from dlq_service.consumer import StoreFailedMessage, accept_any_body
+from dlq_service.delivery_health import DeliveryProbe
 from dlq_service.endpoints import router
+from dlq_service.jobs import RepublishJobs
+from dlq_service.notifications import RedisNotificationHistory
+from dlq_service.redrive import RedrivePolicy, run_redrive
 from dlq_service.service import DlqService, Pacer
 from dlq_service.state import DlqState, dlq_state
 from libs.http.app import create_app as create_service_app
@@ -57,6 +64,11 @@ async def _cancel(task: asyncio.Task[None]) -> None:
         await task
 
 
+async def _finish(task: asyncio.Task[None], stopping: asyncio.Event) -> None:
+    stopping.set()
+    await task
+
+
 async def _stop_consumer(consumer: QueueConsumer[bytes], stopping: asyncio.Event) -> None:
     stopping.set()  # handlers waiting for the database give their message back
     await consumer.stop()
@@ -68,14 +80,14 @@ def create_app(settings: DlqSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[dict[str, object]]:
         async with AsyncExitStack() as stack:
-            # Resources close in reverse order: maintenance, consumer (lets in-flight inserts
-            # finish), publisher, broker connection, Redis, database, HTTP client.
+            # Resources close in reverse order: re-drive, console jobs, maintenance, consumer
+            # (lets in-flight inserts finish), publisher, broker connection, Redis, database,
+            # HTTP client.
             http = open_http_client(stack, settings)
             engine, sessions = open_database(stack, settings.database_url)
             redis = open_redis(stack, settings.redis_url)
-            statuses = RedisStatusStore(
-                redis, Keys(settings.redis_key_prefix), settings.status_retention_seconds
-            )
+            keys = Keys(settings.redis_key_prefix)
+            statuses = RedisStatusStore(redis, keys, settings.status_retention_seconds)
             connection, publisher = await open_messaging(stack, settings)
             dlq = DlqService(
                 sessions=sessions,
@@ -101,10 +113,26 @@ def create_app(settings: DlqSettings | None = None) -> FastAPI:
             stack.push_async_callback(_stop_consumer, consumer, stopping)
             maintenance = asyncio.create_task(_maintain(dlq, settings))
             stack.push_async_callback(_cancel, maintenance)
+            jobs = RepublishJobs(dlq)
+            stack.push_async_callback(jobs.close)
+            probe = DeliveryProbe(
+                redis=redis,
+                keys=keys,
+                connection=connection,
+                topology=settings.topology(),
+                providers=settings.providers(),
+            )
+            if settings.auto_redrive_enabled:
+                redrive_stopping = asyncio.Event()
+                redrive = asyncio.create_task(
+                    run_redrive(dlq, probe, RedrivePolicy.of(settings), redrive_stopping)
+                )
+                stack.push_async_callback(_finish, redrive, redrive_stopping)
             state = DlqState(
                 settings=settings,
                 engine=engine,
                 redis=redis,
+                http=http,
                 statuses=statuses,
                 publisher=publisher,
                 verifier=jwks_verifier(settings, http),
@@ -112,17 +140,23 @@ def create_app(settings: DlqSettings | None = None) -> FastAPI:
                 consumer=consumer,
                 connection=connection,
                 queue_stats=queue_stats,
+                probe=probe,
+                history=RedisNotificationHistory(statuses),
+                sessions=ConsoleSessions(
+                    redis, keys, settings.console_secret_key, settings.console_session_seconds
+                ),
+                jobs=jobs,
             )
             log.info("dlq.started", queue=FAILED_QUEUE)
             yield lifespan_state(state)
             log.info("dlq.stopping")
 
-    return create_service_app(
+    app = create_service_app(
         service=settings.service_name,
         title="Herald DLQ service",
-        description="Failed messages: list, inspect, republish, discard.",
+        description="Failed messages: list, inspect, republish, discard; the operator console.",
         lifespan=lifespan,
-        routers=[router],
+        routers=[router, console_router],
         readiness={
             "postgres": postgres_ready(lambda r: dlq_state.of(r).engine),
             "redis": redis_ready(lambda r: dlq_state.of(r).redis),
@@ -137,3 +171,5 @@ def create_app(settings: DlqSettings | None = None) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         metrics_token=settings.metrics_token,
     )
+    install_console(app)
+    return app

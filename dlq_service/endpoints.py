@@ -7,15 +7,22 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from dlq_service.repository import FailedFilter
+from dlq_service.notifications import look_up
 from dlq_service.schemas import (
+    BreakerOut,
     BulkRepublishOut,
     BulkRepublishRequest,
+    DeliveryHealthOut,
     DiscardRequest,
     FailedListQuery,
     FailedMessageDetail,
     FailedMessageSummary,
+    HourCount,
+    LookupOut,
+    QueueOut,
     RepublishOut,
+    RepublishPreviewOut,
+    RepublishSelection,
     StatsOut,
 )
 from dlq_service.service import DlqService
@@ -23,7 +30,7 @@ from dlq_service.state import State
 from libs.http.auth import Principal, Role, require_roles
 from libs.http.envelope import Envelope, PageMeta, ok
 
-router = APIRouter(prefix="/api/v1/failed", tags=["failed messages"])
+router = APIRouter(prefix="/api/v1", tags=["failed messages"])
 
 Admin = Annotated[Principal, Depends(require_roles(Role.ADMIN))]
 
@@ -36,7 +43,7 @@ Dlq = Annotated[DlqService, Depends(_dlq)]
 
 
 @router.get(
-    "/",
+    "/failed/",
     response_model=Envelope[list[FailedMessageSummary]],
     summary="List failed messages, newest failure first",
 )
@@ -51,7 +58,7 @@ async def list_failed(
 
 
 @router.get(
-    "/stats",
+    "/failed/stats",
     response_model=Envelope[StatsOut],
     summary="Counts by state, channel and reason",
 )
@@ -60,20 +67,33 @@ async def failed_stats(_: Admin, dlq: Dlq) -> Envelope[StatsOut]:
 
 
 @router.post(
-    "/republish",
+    "/failed/republish",
     response_model=Envelope[BulkRepublishOut],
     summary="Republish pending messages by id and/or filter, paced",
 )
 async def republish_many(
     principal: Admin, dlq: Dlq, body: BulkRepublishRequest
 ) -> Envelope[BulkRepublishOut]:
-    f = body.filter.to_filter(None, None) if body.filter else FailedFilter()
-    result = await dlq.republish_many(f=f, ids=body.ids, limit=body.limit, actor=principal.sub)
+    result = await dlq.republish_many(
+        f=body.failed_filter(), ids=body.ids, limit=body.limit, actor=principal.sub
+    )
     return ok(BulkRepublishOut.of(result))
 
 
+@router.post(
+    "/failed/republish/preview",
+    response_model=Envelope[RepublishPreviewOut],
+    summary="How many pending messages a bulk republish would take now (nothing is republished)",
+)
+async def republish_preview(
+    _: Admin, dlq: Dlq, body: RepublishSelection
+) -> Envelope[RepublishPreviewOut]:
+    preview = await dlq.republish_preview(body.failed_filter(), body.ids)
+    return ok(RepublishPreviewOut.model_validate(preview))
+
+
 @router.get(
-    "/{failed_id}",
+    "/failed/{failed_id}",
     response_model=Envelope[FailedMessageDetail],
     summary="One failed message with its headers, body and audit trail",
 )
@@ -83,7 +103,7 @@ async def get_failed(failed_id: uuid.UUID, _: Admin, dlq: Dlq) -> Envelope[Faile
 
 
 @router.post(
-    "/{failed_id}/republish",
+    "/failed/{failed_id}/republish",
     response_model=Envelope[RepublishOut],
     summary="Put one failed message back on its work queue",
 )
@@ -99,7 +119,7 @@ async def republish_one(failed_id: uuid.UUID, principal: Admin, dlq: Dlq) -> Env
 
 
 @router.post(
-    "/{failed_id}/discard",
+    "/failed/{failed_id}/discard",
     response_model=Envelope[FailedMessageSummary],
     summary="Discard a failed message; the reason goes into the audit trail",
 )
@@ -108,3 +128,33 @@ async def discard_one(
 ) -> Envelope[FailedMessageSummary]:
     row = await dlq.discard(failed_id, body.reason, principal.sub)
     return ok(FailedMessageSummary.of(row), message="Discarded.")
+
+
+@router.get(
+    "/delivery/health",
+    response_model=Envelope[DeliveryHealthOut],
+    tags=["operations"],
+    summary="Each provider's breaker, each queue's depth, failed messages received per hour",
+)
+async def delivery_health(_: Admin, state: State) -> Envelope[DeliveryHealthOut]:
+    breakers = await state.probe.breakers()
+    queues = await state.probe.queues()
+    arrivals = await state.dlq.arrivals_per_hour(24)
+    return ok(
+        DeliveryHealthOut(
+            breakers=[BreakerOut.model_validate(b) for b in breakers],
+            queues=[QueueOut.model_validate(q) for q in queues],
+            arrivals=[HourCount(hour=h, count=n) for h, n in arrivals],
+        )
+    )
+
+
+@router.get(
+    "/lookup/{query}",
+    response_model=Envelope[LookupOut],
+    tags=["operations"],
+    summary="A notification's status and timeline by notification id or request id, with its "
+    "failures",
+)
+async def lookup(query: str, _: Admin, state: State) -> Envelope[LookupOut]:
+    return ok(LookupOut.of(await look_up(state.history, state.dlq, query)))

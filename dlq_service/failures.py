@@ -217,6 +217,7 @@ def describe(incoming: IncomingFailure, received_at: datetime) -> FailedMessage:
         error=_text(headers.get(H.FAILURE_ERROR)),
         error_class=_text(headers.get(H.FAILURE_ERROR_CLASS), 200),
         service=_text(headers.get(H.FAILURE_SERVICE), 200),
+        provider=_text(headers.get(H.FAILURE_PROVIDER), 64),
         attempts=_int(headers.get(H.ATTEMPTS)),
         headers=json_safe(dict(headers)),
         body=body,

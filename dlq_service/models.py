@@ -49,6 +49,8 @@ class BodyEncoding(StrEnum):
 
 
 SYSTEM_ACTOR = "system"
+# Who the audit trail names for republishes made by the automatic re-drive (dlq_service/redrive.py).
+AUTO_REDRIVE_ACTOR = "system:auto-redrive"
 
 
 class FailedMessage(SQLModel, table=True):
@@ -63,6 +65,10 @@ class FailedMessage(SQLModel, table=True):
         Index("ix_failed_messages_channel", "channel"),
         Index("ix_failed_messages_reason", "reason"),
         Index("ix_failed_messages_notification_id", "notification_id"),
+        Index("ix_failed_messages_provider", "provider"),
+        Index("ix_failed_messages_user_id", "user_id"),
+        Index("ix_failed_messages_request_id", "request_id"),
+        Index("ix_failed_messages_received_at", "received_at"),
     )
 
     id: uuid.UUID = Field(
@@ -80,6 +86,8 @@ class FailedMessage(SQLModel, table=True):
     error: str | None = Field(default=None, sa_column=Column(Text))
     error_class: str | None = Field(default=None, sa_column=Column(Text))
     service: str | None = Field(default=None, sa_column=Column(Text))
+    # The provider whose failure it was (x-failure-provider); None when no provider was called.
+    provider: str | None = Field(default=None, sa_column=Column(Text))
     attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False))
     headers: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
     body: str = Field(sa_column=Column(Text, nullable=False))
@@ -103,6 +111,7 @@ class FailedMessageEvent(SQLModel, table=True):
     __tablename__ = "failed_message_events"
     __table_args__ = (
         Index("ix_failed_message_events_failed_message_id", "failed_message_id", "at"),
+        Index("ix_failed_message_events_actor", "actor"),
     )
 
     id: uuid.UUID = Field(

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, func, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -27,6 +28,8 @@ class FailedFilter:
     until: datetime | None = None  # failed_at <= until
     state: FailedState | None = FailedState.PENDING
     notification_id: uuid.UUID | None = None
+    provider: str | None = None
+    user_id: str | None = None
 
 
 def _escape_like(text: str) -> str:
@@ -49,6 +52,10 @@ def _conditions(f: FailedFilter) -> list[ColumnElement[bool]]:
         conds.append(col(FailedMessage.failed_at) <= f.until)
     if f.notification_id is not None:
         conds.append(col(FailedMessage.notification_id) == f.notification_id)
+    if f.provider is not None:
+        conds.append(col(FailedMessage.provider) == f.provider)
+    if f.user_id is not None:
+        conds.append(col(FailedMessage.user_id) == f.user_id)
     return conds
 
 
@@ -98,6 +105,11 @@ async def get(
     return result.one_or_none()
 
 
+async def get_many(session: AsyncSession, ids: Sequence[uuid.UUID]) -> Sequence[FailedMessage]:
+    statement = select(FailedMessage).where(col(FailedMessage.id).in_(list(ids)))
+    return (await session.exec(statement)).all()
+
+
 async def events(session: AsyncSession, failed_id: uuid.UUID) -> Sequence[FailedMessageEvent]:
     statement = (
         select(FailedMessageEvent)
@@ -125,24 +137,104 @@ async def search(
     return rows, int(total)
 
 
+def _republishable(f: FailedFilter, ids: Sequence[uuid.UUID] | None) -> list[ColumnElement[bool]]:
+    conds = _conditions(f)
+    conds.append(col(FailedMessage.republishable).is_(True))
+    if ids is not None:
+        conds.append(col(FailedMessage.id).in_(list(ids)))
+    return conds
+
+
 async def republish_candidates(
     session: AsyncSession,
     f: FailedFilter,
     ids: Sequence[uuid.UUID] | None,
     limit: int,
 ) -> list[uuid.UUID]:
-    """Ids of pending, republishable messages matching the filter, oldest failure first."""
-    conds = _conditions(f)
-    conds.append(col(FailedMessage.republishable).is_(True))
-    if ids is not None:
-        conds.append(col(FailedMessage.id).in_(list(ids)))
+    """Ids of republishable messages matching the filter, oldest failure first."""
     statement = (
         select(FailedMessage.id)
-        .where(*conds)
+        .where(*_republishable(f, ids))
         .order_by(col(FailedMessage.failed_at), col(FailedMessage.id))
         .limit(limit)
     )
     return list((await session.exec(statement)).all())
+
+
+async def count_republishable(
+    session: AsyncSession, f: FailedFilter, ids: Sequence[uuid.UUID] | None
+) -> int:
+    statement = select(func.count()).select_from(FailedMessage).where(*_republishable(f, ids))
+    return int((await session.exec(statement)).one())
+
+
+async def auto_redrive_candidates(
+    session: AsyncSession,
+    *,
+    reasons: Sequence[str],
+    channels: Sequence[str],
+    actor: str,
+    max_per_message: int,
+    limit: int,
+) -> list[uuid.UUID]:
+    """Pending messages the automatic re-drive may republish, oldest failure first.
+
+    A message that fails again after a republish arrives as a new row, so the automatic
+    republishes of a notification are counted over every row of it, from the audit trail.
+    """
+    earlier = aliased(FailedMessage)
+    automatic = (
+        select(func.count())
+        .select_from(FailedMessageEvent)
+        .join(earlier, col(earlier.id) == col(FailedMessageEvent.failed_message_id))
+        .where(
+            col(earlier.notification_id) == col(FailedMessage.notification_id),
+            col(FailedMessageEvent.actor) == actor,
+            col(FailedMessageEvent.action) == AuditAction.REPUBLISHED.value,
+        )
+        .scalar_subquery()
+    )
+    statement = (
+        select(FailedMessage.id)
+        .where(
+            col(FailedMessage.state) == FailedState.PENDING.value,
+            col(FailedMessage.republishable).is_(True),
+            col(FailedMessage.notification_id).is_not(None),
+            col(FailedMessage.reason).in_(list(reasons)),
+            col(FailedMessage.channel).in_(list(channels)),
+            automatic < max_per_message,
+        )
+        .order_by(col(FailedMessage.failed_at), col(FailedMessage.id))
+        .limit(limit)
+    )
+    return list((await session.exec(statement)).all())
+
+
+async def arrivals_per_hour(session: AsyncSession, since: datetime) -> list[tuple[datetime, int]]:
+    """How many failed messages arrived in each UTC hour since ``since`` (empty hours omitted).
+
+    The hours come back as naive UTC times (truncated in UTC, whatever the server's time zone).
+    """
+    hour = func.date_trunc("hour", func.timezone("UTC", col(FailedMessage.received_at)))
+    statement = (
+        select(hour, func.count())
+        .where(col(FailedMessage.received_at) >= since)
+        .group_by(hour)
+        .order_by(hour)
+    )
+    return [(at, int(n)) for at, n in (await session.exec(statement)).all()]
+
+
+async def with_request_id(
+    session: AsyncSession, request_id: str, limit: int
+) -> Sequence[FailedMessage]:
+    statement = (
+        select(FailedMessage)
+        .where(col(FailedMessage.request_id) == request_id)
+        .order_by(col(FailedMessage.failed_at).desc())
+        .limit(limit)
+    )
+    return (await session.exec(statement)).all()
 
 
 async def counts(session: AsyncSession) -> list[tuple[str, str | None, str, int]]:

@@ -16,16 +16,20 @@ from pydantic import (
     model_validator,
 )
 
+from dlq_service.delivery_health import QueueKind
 from dlq_service.models import (
     BodyEncoding,
     FailedMessage,
     FailedMessageEvent,
     FailedState,
 )
+from dlq_service.notifications import Lookup
 from dlq_service.repository import FailedFilter
 from dlq_service.service import BulkResult, Stats
+from libs.delivery.breaker import BreakerState
 from libs.http.envelope import TEXT_PATTERN, Pagination
 from libs.notification.message import Channel
+from libs.notification.status import StatusRecord
 
 
 def _as_utc(value: datetime | None) -> datetime | None:
@@ -55,6 +59,10 @@ class FailureFilter(BaseModel):
     )
     since: UtcDatetime | None = Field(default=None, description="failed_at at or after (ISO 8601)")
     until: UtcDatetime | None = Field(default=None, description="failed_at at or before (ISO 8601)")
+    provider: str | None = Field(
+        default=None, min_length=1, max_length=64, description="The provider that failed"
+    )
+    user_id: str | None = Field(default=None, min_length=1, max_length=200)
 
     @model_validator(mode="after")
     def _ordered_range(self) -> Self:
@@ -73,6 +81,8 @@ class FailureFilter(BaseModel):
             until=self.until,
             state=state,
             notification_id=notification_id,
+            provider=self.provider,
+            user_id=self.user_id,
         )
 
 
@@ -99,6 +109,7 @@ class FailedMessageSummary(BaseModel):
     error: str | None
     error_class: str | None
     service: str | None
+    provider: str | None
     attempts: int
     priority: int
     correlation_id: str | None
@@ -152,18 +163,36 @@ class RepublishOut(BaseModel):
     status_reset: bool = Field(description="The notification's status went from failed to pending")
 
 
-class BulkRepublishRequest(BaseModel):
+class RepublishSelection(BaseModel):
+    """Which pending messages: by id, by filter, or both."""
+
     model_config = ConfigDict(extra="forbid")
 
     ids: list[uuid.UUID] | None = Field(default=None, min_length=1, max_length=1000)
     filter: FailureFilter | None = None
-    limit: int = Field(default=100, ge=1, le=1000)
 
     @model_validator(mode="after")
     def _something_chosen(self) -> Self:
         if self.ids is None and self.filter is None:
             raise ValueError("give ids, a filter, or both (an empty filter {} means every pending)")
         return self
+
+    def failed_filter(self) -> FailedFilter:
+        return self.filter.to_filter(None, None) if self.filter else FailedFilter()
+
+
+class BulkRepublishRequest(RepublishSelection):
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class RepublishPreviewOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    matching: int = Field(description="Pending, republishable messages the selection matches now")
+    as_of: datetime = Field(
+        description="Server time of the count: pass it as the filter's `until` so that messages "
+        "failing after the preview stay out of the republish that follows"
+    )
 
 
 class BulkRepublishOut(BaseModel):
@@ -220,4 +249,49 @@ class StatsOut(BaseModel):
                 by_channel=stats.pending_by_channel,
                 by_reason=stats.pending_by_reason,
             ),
+        )
+
+
+class BreakerOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    provider: str
+    channel: Channel
+    state: BreakerState | None = Field(description="None when Redis could not be read")
+    failures: int = Field(description="Recent failures counted while closed")
+    opened_at: datetime | None
+
+
+class QueueOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    kind: QueueKind
+    channel: Channel | None
+    messages: int | None = Field(description="Ready messages; None when it could not be read")
+    consumers: int | None
+
+
+class HourCount(BaseModel):
+    hour: datetime
+    count: int
+
+
+class DeliveryHealthOut(BaseModel):
+    breakers: list[BreakerOut]
+    queues: list[QueueOut]
+    arrivals: list[HourCount] = Field(description="Failed messages received per hour, last 24 h")
+
+
+class LookupOut(BaseModel):
+    query: str
+    notifications: list[StatusRecord]
+    failed_messages: list[FailedMessageSummary]
+
+    @classmethod
+    def of(cls, lookup: Lookup) -> LookupOut:
+        return cls(
+            query=lookup.query,
+            notifications=lookup.notifications,
+            failed_messages=[FailedMessageSummary.of(r) for r in lookup.failed],
         )

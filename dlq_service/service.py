@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -33,6 +33,7 @@ from dlq_service.failures import (
     republish_number,
 )
 from dlq_service.models import (
+    AUTO_REDRIVE_ACTOR,
     SYSTEM_ACTOR,
     AuditAction,
     FailedMessage,
@@ -121,6 +122,18 @@ class BulkResult:
 
 
 @dataclass(frozen=True)
+class RepublishPreview:
+    """What a bulk republish would take now: ``matching`` messages, as of the server's ``as_of``.
+
+    Passing ``as_of`` back as the filter's ``until`` keeps messages that fail after the preview
+    (a republished message failing again, say) out of the run that follows it.
+    """
+
+    matching: int
+    as_of: datetime
+
+
+@dataclass(frozen=True)
 class Stats:
     total: int
     by_state: dict[str, int]
@@ -202,6 +215,13 @@ class DlqService:
                 raise NotFound(f"No failed message {failed_id}.")
             return row, await repository.events(session, failed_id)
 
+    async def get_many(self, ids: Sequence[uuid.UUID]) -> Sequence[FailedMessage]:
+        """The messages with these ids (those that exist), in no particular order."""
+        if not ids:
+            return []
+        async with self._transaction() as session:
+            return await repository.get_many(session, ids)
+
     async def search(
         self, f: FailedFilter, *, offset: int, limit: int
     ) -> tuple[Sequence[FailedMessage], int]:
@@ -236,6 +256,22 @@ class DlqService:
             pending_by_reason=pending_by_reason,
         )
 
+    async def arrivals_per_hour(self, hours: int) -> list[tuple[datetime, int]]:
+        """Failed messages received in each of the last ``hours`` hours, oldest first, zeros too."""
+        now = self._clock()
+        first = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours - 1)
+        async with self._transaction() as session:
+            rows = await repository.arrivals_per_hour(session, first)
+        counts = {at.replace(tzinfo=UTC): n for at, n in rows}
+        return [
+            (first + timedelta(hours=i), counts.get(first + timedelta(hours=i), 0))
+            for i in range(hours)
+        ]
+
+    async def with_request_id(self, request_id: str, limit: int = 20) -> Sequence[FailedMessage]:
+        async with self._transaction() as session:
+            return await repository.with_request_id(session, request_id, limit)
+
     async def refresh_pending_gauge(self) -> None:
         async with self._transaction() as session:
             counts = await repository.counts(session)
@@ -251,6 +287,16 @@ class DlqService:
         status_reset = await self._republish_claimed(row, actor, note=None)
         return Republished(message=row, status_reset=status_reset)
 
+    async def republish_preview(
+        self, f: FailedFilter, ids: Sequence[uuid.UUID] | None
+    ) -> RepublishPreview:
+        as_of = self._clock()
+        async with self._transaction() as session:
+            matching = await repository.count_republishable(
+                session, replace(f, state=FailedState.PENDING), ids
+            )
+        return RepublishPreview(matching=matching, as_of=as_of)
+
     async def republish_many(
         self,
         *,
@@ -264,20 +310,41 @@ class DlqService:
         Each message is its own transaction. When the broker or the database goes away the run
         stops and counts the rest as failed, rather than waiting out a timeout per message.
         """
-        filter_pending = FailedFilter(
-            channel=f.channel,
-            reason=f.reason,
-            error=f.error,
-            since=f.since,
-            until=f.until,
-            notification_id=f.notification_id,
-            state=FailedState.PENDING,
-        )
         async with self._transaction() as session:
-            candidates = await repository.republish_candidates(session, filter_pending, ids, limit)
-        result = BulkResult(matched=len(candidates))
+            candidates = await repository.republish_candidates(
+                session, replace(f, state=FailedState.PENDING), ids, limit
+            )
+        result = await self._republish_each(candidates, actor, note="bulk")
         if ids is not None:
-            result.skipped = len(set(ids)) - len(candidates)
+            result.skipped += len(set(ids)) - len(candidates)
+        return result
+
+    async def auto_redrive(
+        self,
+        *,
+        reasons: Sequence[str],
+        channels: Sequence[str],
+        max_per_message: int,
+        limit: int,
+    ) -> BulkResult:
+        """Republish what can heal by itself, as the system (see dlq_service/redrive.py)."""
+        if not channels:
+            return BulkResult()
+        async with self._transaction() as session:
+            candidates = await repository.auto_redrive_candidates(
+                session,
+                reasons=reasons,
+                channels=channels,
+                actor=AUTO_REDRIVE_ACTOR,
+                max_per_message=max_per_message,
+                limit=limit,
+            )
+        return await self._republish_each(candidates, AUTO_REDRIVE_ACTOR, note="automatic")
+
+    async def _republish_each(
+        self, candidates: Sequence[uuid.UUID], actor: str, note: str
+    ) -> BulkResult:
+        result = BulkResult(matched=len(candidates))
         for index, candidate in enumerate(candidates):
             await self._pacer.wait()
             try:
@@ -285,7 +352,7 @@ class DlqService:
                 if row is None:
                     result.skipped += 1  # taken meanwhile by another request
                     continue
-                await self._republish_claimed(row, actor, note="bulk")
+                await self._republish_claimed(row, actor, note=note)
             except (BrokerUnavailable, StorageUnavailable) as exc:
                 result.failed = len(candidates) - index
                 log.warning(
@@ -294,14 +361,15 @@ class DlqService:
                 break
             result.republished += 1
             result.republished_ids.append(candidate)
-        log.info(
-            "dlq.bulk_republished",
-            actor=actor,
-            matched=result.matched,
-            republished=result.republished,
-            skipped=result.skipped,
-            failed=result.failed,
-        )
+        if candidates:
+            log.info(
+                "dlq.bulk_republished",
+                actor=actor,
+                matched=result.matched,
+                republished=result.republished,
+                skipped=result.skipped,
+                failed=result.failed,
+            )
         return result
 
     async def _claim_for_republish(

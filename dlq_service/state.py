@@ -5,12 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
+import httpx
 from aio_pika.abc import AbstractRobustConnection
 from fastapi import Depends
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dlq_service.config import DlqSettings
+from dlq_service.console.sessions import ConsoleSessions
+from dlq_service.delivery_health import DeliveryProbe
+from dlq_service.jobs import RepublishJobs
+from dlq_service.notifications import NotificationHistory
 from dlq_service.service import DlqService
 from libs.http.auth import JwksVerifier
 from libs.http.state import state_dependency
@@ -25,6 +30,7 @@ class DlqState:
     settings: DlqSettings
     engine: AsyncEngine
     redis: Redis
+    http: httpx.AsyncClient
     statuses: StatusStore
     publisher: ConfirmedPublisher
     verifier: JwksVerifier
@@ -32,6 +38,10 @@ class DlqState:
     consumer: QueueConsumer[bytes]
     connection: AbstractRobustConnection
     queue_stats: QueueStats
+    probe: DeliveryProbe
+    history: NotificationHistory
+    sessions: ConsoleSessions
+    jobs: RepublishJobs
 
 
 dlq_state = state_dependency(DlqState)

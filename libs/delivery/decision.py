@@ -108,6 +108,7 @@ def decide_after_sends(outcomes: Sequence[SendOutcome]) -> Outcome:
                 error=str(first),
                 error_class=type(first).__name__,
                 not_before_ms=max(e.retry_after_ms for e in attempted),
+                provider=first.provider,
             ),
             provider=first.provider,
             error=str(first),
@@ -146,7 +147,7 @@ def decide_after_sends(outcomes: Sequence[SendOutcome]) -> Outcome:
     first = errors[0]
     return Outcome(
         Verdict.REFUSED,
-        DeadLetter(PERMANENT_ERROR, str(first), first.code),
+        DeadLetter(PERMANENT_ERROR, str(first), first.code, provider=first.provider),
         error=str(first),
         recipients_refused=len(errors),
     )

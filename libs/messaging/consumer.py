@@ -172,7 +172,7 @@ class QueueConsumer(Generic[M]):
             message = self._parse(raw.body)
         except (ValueError, ValidationError) as exc:
             await self._dead_letter(
-                raw, None, headers, INVALID_MESSAGE, _short(exc), "InvalidMessage"
+                raw, None, headers, DeadLetter(INVALID_MESSAGE, _short(exc), "InvalidMessage")
             )
             return INVALID_MESSAGE
         delivery = Delivery(
@@ -201,14 +201,7 @@ class QueueConsumer(Generic[M]):
             await _settle_quietly(raw.nack(requeue=True))
             return decision.reason
         if isinstance(decision, DeadLetter):
-            await self._dead_letter(
-                raw,
-                delivery,
-                delivery.headers,
-                decision.reason,
-                decision.error,
-                decision.error_class,
-            )
+            await self._dead_letter(raw, delivery, delivery.headers, decision)
             return decision.reason
         return await self._retry(raw, delivery, decision)
 
@@ -216,37 +209,31 @@ class QueueConsumer(Generic[M]):
         self, raw: AbstractIncomingMessage, delivery: Delivery[M], decision: Retry
     ) -> str:
         policy, delay_queue = self._policy, self._delay_queue
+        exhausted = DeadLetter(
+            RETRIES_EXHAUSTED, decision.error, decision.error_class, decision.provider
+        )
         if policy is None or delay_queue is None:
-            await self._dead_letter(
-                raw,
-                delivery,
-                delivery.headers,
-                RETRIES_EXHAUSTED,
-                decision.error,
-                decision.error_class,
-            )
+            await self._dead_letter(raw, delivery, delivery.headers, exhausted)
             return RETRIES_EXHAUSTED
         headers = dict(delivery.headers)
         if decision.count_attempt:
             retry_number = delivery.attempts + 1
             if retry_number > policy.max_retries:
-                await self._dead_letter(
-                    raw, delivery, headers, RETRIES_EXHAUSTED, decision.error, decision.error_class
-                )
+                await self._dead_letter(raw, delivery, headers, exhausted)
                 return RETRIES_EXHAUSTED
             headers[H.ATTEMPTS] = retry_number
             queue_delay, expiration = policy.delay_for(retry_number, decision.not_before_ms)
         else:
             waits = delivery.waits + 1
             if waits > policy.max_waits:
-                await self._dead_letter(
-                    raw, delivery, headers, RETRIES_EXHAUSTED, decision.error, decision.error_class
-                )
+                await self._dead_letter(raw, delivery, headers, exhausted)
                 return RETRIES_EXHAUSTED
             headers[H.WAITS] = waits
             queue_delay, expiration = policy.wait_delay(decision.not_before_ms)
         headers[H.FAILURE_ERROR] = decision.error[:1000]
         headers[H.FAILURE_ERROR_CLASS] = decision.error_class
+        if decision.provider:
+            headers[H.FAILURE_PROVIDER] = decision.provider
         try:
             await self._publisher.publish(
                 exchange="",
@@ -279,20 +266,21 @@ class QueueConsumer(Generic[M]):
         raw: AbstractIncomingMessage,
         delivery: Delivery[M] | None,
         headers: dict[str, Any],
-        reason: str,
-        error: str,
-        error_class: str,
+        decision: DeadLetter,
     ) -> None:
+        reason, error = decision.reason, decision.error
         failure = {
             **headers,
             H.FAILURE_REASON: reason,
             H.FAILURE_ERROR: error[:1000],
-            H.FAILURE_ERROR_CLASS: error_class,
+            H.FAILURE_ERROR_CLASS: decision.error_class,
             H.FAILURE_SERVICE: self._service,
             H.FAILURE_AT: datetime.now(UTC).isoformat(),
             H.ORIGINAL_ROUTING_KEY: raw.routing_key or "",
             H.ATTEMPTS: int_header(headers, H.ATTEMPTS),
         }
+        if decision.provider:
+            failure[H.FAILURE_PROVIDER] = decision.provider
         try:
             await self._publisher.publish(
                 exchange=DEAD_LETTER_EXCHANGE,

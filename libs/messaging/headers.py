@@ -13,6 +13,8 @@ FAILURE_ERROR = "x-failure-error"
 FAILURE_ERROR_CLASS = "x-failure-error-class"
 FAILURE_SERVICE = "x-failure-service"
 FAILURE_AT = "x-failure-at"
+FAILURE_PROVIDER = "x-failure-provider"
+"""The provider whose failure this was (absent when no provider was called)."""
 ORIGINAL_ROUTING_KEY = "x-original-routing-key"
 REPUBLISHED_COUNT = "x-republished"
 
@@ -22,5 +24,6 @@ FAILURE_HEADERS = (
     FAILURE_ERROR_CLASS,
     FAILURE_SERVICE,
     FAILURE_AT,
+    FAILURE_PROVIDER,
     ORIGINAL_ROUTING_KEY,
 )

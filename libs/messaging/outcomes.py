@@ -69,6 +69,8 @@ class Retry:
     error_class: str = "TransientError"
     not_before_ms: int = 0
     count_attempt: bool = True
+    provider: str | None = None
+    """The provider that failed, when one was called (recorded as ``x-failure-provider``)."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class DeadLetter:
     reason: str
     error: str
     error_class: str = "PermanentError"
+    provider: str | None = None
 
 
 @dataclass(frozen=True)

@@ -157,6 +157,10 @@ class Keys:
         """Present while tokens issued to a revoked client may still be unexpired."""
         return f"{self.prefix}revoked-client:{client_id}"
 
+    # the operator console (dlq_service): one key per session, named by a digest of its id
+    def console_session(self, digest: str) -> str:
+        return f"{self.prefix}console:session:{digest}"
+
     # caches (versioned: the owner bumps the version, readers use the current version's key)
     def cache_version(self, kind: str, ident: str) -> str:
         return f"{self.prefix}cachever:{kind}:{ident}"

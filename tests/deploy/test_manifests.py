@@ -22,6 +22,7 @@ SECRETS = {
         "POSTGRES_PASSWORD",
         "SERVICE_ACCOUNT_PASSWORD",
         "ADMIN_PASSWORD",
+        "CONSOLE_SECRET_KEY",
         "GRAFANA_ADMIN_PASSWORD",
     )
 }

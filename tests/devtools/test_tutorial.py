@@ -43,6 +43,7 @@ def test_the_banner_holds_every_step_with_the_running_systems_addresses():
     assert as_script(steps) in text
     assert ":8000" not in text.replace(":18000", "")
     assert ".run/instructions.txt" in text
+    assert f"Operator console (failed messages, replays): {stack.url('dlq_service')}/" in text
 
 
 def test_every_value_a_command_uses_is_set_by_an_earlier_command():

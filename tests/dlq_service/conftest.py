@@ -14,12 +14,16 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from jwt.algorithms import RSAAlgorithm
+from redis.asyncio import Redis
 
 from dlq_service.config import MIGRATIONS_DIR, DlqSettings
 from libs.http.auth import JWKS_PATH
 from libs.storage.db import upgrade
-from tests.dlq_service.helpers import Harness, running
+from libs.storage.redis import Keys
+from libs.storage.status_store import RedisStatusStore
+from tests.dlq_service.helpers import ADMIN_SUB, Harness, running
 from tests.support.servers import live_server
 
 KID = "dlq-test-key"
@@ -31,9 +35,42 @@ def signing_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
+# The accounts the user_service stand-in logs in: email -> (password, role, sub).
+ACCOUNTS = {
+    "admin@herald.test": ("admin-password-1", "admin", ADMIN_SUB),
+    "client@herald.test": ("client-password-1", "service", "client-1"),
+}
+
+
+def mint(
+    signing_key: rsa.RSAPrivateKey,
+    role: str = "admin",
+    *,
+    sub: str | None = None,
+    kid: str = KID,
+    issuer: str | None = None,
+    audience: str | None = None,
+    expires_in: int = 300,
+) -> str:
+    """A token as user_service would issue it."""
+    defaults = DlqSettings()
+    now = int(time.time())
+    claims = {
+        "sub": sub or f"user-{uuid.uuid4().hex[:8]}",
+        "role": role,
+        "iat": now,
+        "exp": now + expires_in,
+        "iss": issuer or defaults.jwt_issuer,
+        "aud": audience or defaults.jwt_audience,
+        "jti": uuid.uuid4().hex,
+    }
+    return jwt.encode(claims, signing_key, algorithm="RS256", headers={"kid": kid})
+
+
 @pytest.fixture(scope="session")
 async def jwks_url(signing_key: rsa.RSAPrivateKey) -> AsyncIterator[str]:
-    """A stand-in for user_service's JWKS endpoint (user_service is outside this package)."""
+    """A stand-in for user_service's JWKS and login endpoints (user_service is outside this
+    package; the browser test logs in at the real one)."""
     jwk: dict[str, Any] = dict(RSAAlgorithm.to_jwk(signing_key.public_key(), as_dict=True))
     jwk.update(kid=KID, alg="RS256", use="sig")
     app = FastAPI()
@@ -42,6 +79,17 @@ async def jwks_url(signing_key: rsa.RSAPrivateKey) -> AsyncIterator[str]:
     async def jwks() -> dict[str, Any]:
         return {"keys": [jwk]}
 
+    @app.post("/api/v1/auth/login")
+    async def login(body: dict[str, Any]) -> JSONResponse:
+        account = ACCOUNTS.get(str(body.get("email")))
+        if account is None or account[0] != body.get("password"):
+            return JSONResponse(
+                {"success": False, "error": "invalid_credentials", "message": "no"},
+                status_code=401,
+            )
+        token = mint(signing_key, account[1], sub=account[2])
+        return JSONResponse({"success": True, "data": {"access_token": token}})
+
     async with live_server(app) as url:
         yield url
 
@@ -49,29 +97,9 @@ async def jwks_url(signing_key: rsa.RSAPrivateKey) -> AsyncIterator[str]:
 @pytest.fixture
 def token_factory(signing_key: rsa.RSAPrivateKey) -> TokenFactory:
     """Mint a token as user_service would: ``token_factory(role="admin", sub=..., ...)``."""
-    defaults = DlqSettings()
 
-    def make(
-        role: str = "admin",
-        *,
-        sub: str | None = None,
-        key: rsa.RSAPrivateKey | None = None,
-        kid: str = KID,
-        issuer: str | None = None,
-        audience: str | None = None,
-        expires_in: int = 300,
-    ) -> str:
-        now = int(time.time())
-        claims = {
-            "sub": sub or f"user-{uuid.uuid4().hex[:8]}",
-            "role": role,
-            "iat": now,
-            "exp": now + expires_in,
-            "iss": issuer or defaults.jwt_issuer,
-            "aud": audience or defaults.jwt_audience,
-            "jti": uuid.uuid4().hex,
-        }
-        return jwt.encode(claims, key or signing_key, algorithm="RS256", headers={"kid": kid})
+    def make(role: str = "admin", *, key: rsa.RSAPrivateKey | None = None, **claims: Any) -> str:
+        return mint(key or signing_key, role, **claims)
 
     return make
 
@@ -119,3 +147,9 @@ async def amqp(amqp_url: str) -> AsyncIterator[AbstractRobustConnection]:
     connection = await aio_pika.connect_robust(amqp_url)
     yield connection
     await connection.close()
+
+
+@pytest.fixture
+def statuses(redis: Redis, keys: Keys) -> RedisStatusStore:
+    """The status store dlq_service reads (the test's own key prefix)."""
+    return RedisStatusStore(redis, keys, 3600)

@@ -23,6 +23,9 @@ from dlq_service.state import DlqState
 from libs.messaging import headers as H
 from libs.messaging.topology import DEAD_LETTER_EXCHANGE, FAILED_QUEUE, FAILED_ROUTING_KEY
 from libs.notification.message import Channel, NotificationMessage
+from libs.notification.status import Status
+from libs.storage.status_store import RedisStatusStore
+from tests.support.fakes import new_notification
 from tests.support.servers import app_client
 
 ADMIN_SUB = "admin-alice"
@@ -184,3 +187,12 @@ async def stored_count(harness: Harness, **params: Any) -> int:
     response = await harness.get("/api/v1/failed/", params={"state": "all", **params})
     assert response.status_code == 200, response.text
     return int(response.json()["meta"]["total"])
+
+
+async def failed_status(statuses: RedisStatusStore, message: NotificationMessage) -> None:
+    """A notification whose delivery failed, as the delivery service leaves it."""
+    await statuses.create(new_notification(message))
+    result = await statuses.transition(
+        str(message.notification_id), Status.FAILED, event="failed", service="email_service"
+    )
+    assert result.applied

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from dlq_service.config import DlqSettings
 from email_service.config import EmailSettings
 from gateway.config import GatewaySettings
+from libs.notification.message import Channel
 from push_service.config import PushSettings
 
 
@@ -51,3 +54,30 @@ def test_bad_values_are_refused() -> None:
         DlqSettings(republish_rate_per_second=0)
     with pytest.raises(ValueError, match="queue_type"):
         DlqSettings(queue_type="lazy")
+
+
+def test_the_console_and_auto_redrive_defaults_are_safe() -> None:
+    settings = DlqSettings()
+    assert settings.auto_redrive_enabled is False
+    assert settings.auto_redrive_reasons == ["retries_exhausted"]
+    assert settings.session_cookie_secure is False  # development serves plain HTTP
+    assert settings.providers() == {
+        Channel.EMAIL: ("smtp",),
+        Channel.PUSH: ("fcm",),
+    }
+    assert DlqSettings(email_providers=["smtp", "sendgrid"]).providers()[Channel.EMAIL] == (
+        "smtp",
+        "sendgrid",
+    )
+
+
+def test_production_refuses_the_development_console_secret_and_secures_the_cookie() -> None:
+    real: dict[str, Any] = {
+        "service_account_password": "s3cret-service",
+        "environment": "production",
+    }
+    with pytest.raises(ValueError, match="CONSOLE_SECRET_KEY"):
+        DlqSettings(**real)
+    settings = DlqSettings(**real, console_secret_key="a-long-random-secret")
+    assert settings.session_cookie_secure is True
+    assert DlqSettings(console_cookie_secure=True).session_cookie_secure is True

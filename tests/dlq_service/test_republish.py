@@ -10,17 +10,15 @@ from typing import Any
 
 import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
-from redis.asyncio import Redis
 
 from dlq_service.config import DlqSettings
 from libs.messaging import headers as H
 from libs.notification.message import Channel, NotificationMessage
-from libs.notification.status import NewNotification, Status
-from libs.storage.redis import Keys
 from libs.storage.status_store import RedisStatusStore
 from tests.dlq_service.helpers import (
     ADMIN_SUB,
     Harness,
+    failed_status,
     failure_headers,
     incoming,
     notification,
@@ -28,30 +26,6 @@ from tests.dlq_service.helpers import (
     running,
 )
 from tests.support.proxy import TcpProxy
-
-
-@pytest.fixture
-def statuses(redis: Redis, keys: Keys) -> RedisStatusStore:
-    return RedisStatusStore(redis, keys, 3600)
-
-
-async def _failed_status(statuses: RedisStatusStore, message: NotificationMessage) -> None:
-    """A notification whose delivery failed, as the delivery service leaves it."""
-    await statuses.create(
-        NewNotification(
-            notification_id=str(message.notification_id),
-            request_id=message.request_id,
-            channel=message.notification_type,
-            user_id=str(message.user_id),
-            template_code=message.template_code,
-            priority=message.priority,
-            created_at=message.created_at,
-        )
-    )
-    result = await statuses.transition(
-        str(message.notification_id), Status.FAILED, event="failed", service="email_service"
-    )
-    assert result.applied
 
 
 async def _take(connection: AbstractRobustConnection, queue: str) -> AbstractIncomingMessage:
@@ -75,7 +49,7 @@ async def test_republish_puts_the_exact_body_on_the_work_queue_with_attempts_res
     dlq: Harness, amqp: AbstractRobustConnection, statuses: RedisStatusStore
 ) -> None:
     message = notification(Channel.EMAIL, priority=8)
-    await _failed_status(statuses, message)
+    await failed_status(statuses, message)
     headers = failure_headers(attempts=3, extra={H.WAITS: 2, "x-trace": "t-1"})
     failure = incoming(message, headers, correlation_id="corr-77", priority=8)
     assert await dlq.service.store(failure)
@@ -141,7 +115,7 @@ async def test_broker_unavailable_on_republish_gives_503_and_keeps_the_record_pe
     dlq: Harness, amqp: AbstractRobustConnection, statuses: RedisStatusStore
 ) -> None:
     message = notification(Channel.EMAIL)
-    await _failed_status(statuses, message)
+    await failed_status(statuses, message)
     failed_id = await _store(dlq, message)
     await dlq.state.publisher.close()  # the broker is gone for this app
 

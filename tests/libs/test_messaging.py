@@ -215,7 +215,9 @@ async def test_permanent_failure_dead_letters_at_once_with_reason(broker):
     async def handler(delivery):
         nonlocal calls
         calls += 1
-        return DeadLetter("permanent_error", "550 mailbox unavailable", "PermanentProviderError")
+        return DeadLetter(
+            "permanent_error", "550 mailbox unavailable", "PermanentProviderError", provider="smtp"
+        )
 
     consumer = consumer_for(connection, publisher, handler)
     await consumer.start()
@@ -225,6 +227,7 @@ async def test_permanent_failure_dead_letters_at_once_with_reason(broker):
     assert calls == 1
     assert failed.headers[H.FAILURE_REASON] == "permanent_error"
     assert failed.headers[H.FAILURE_ERROR_CLASS] == "PermanentProviderError"
+    assert failed.headers[H.FAILURE_PROVIDER] == "smtp"
 
 
 async def test_handler_crash_is_retried_not_lost(broker):

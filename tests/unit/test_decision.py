@@ -53,6 +53,7 @@ def test_a_provider_attempt_that_failed_spends_an_attempt_and_honours_the_longes
     assert outcome.decision.count_attempt is True
     assert outcome.decision.not_before_ms == 9_000
     assert outcome.provider == "smtp"
+    assert outcome.decision.provider == "smtp"  # travels as x-failure-provider to the DLQ
     assert outcome.decision.error_class == "TransientProviderError"
 
 
@@ -87,7 +88,9 @@ def test_every_recipient_refused_for_good_is_dead_lettered_with_the_first_error(
     second = PermanentProviderError("smtp", "552 too big", code="message_refused")
     outcome = decide_after_sends([first, second])
     assert outcome.verdict is Verdict.REFUSED
-    assert outcome.decision == DeadLetter(PERMANENT_ERROR, str(first), "recipient_refused")
+    assert outcome.decision == DeadLetter(
+        PERMANENT_ERROR, str(first), "recipient_refused", provider="smtp"
+    )
 
 
 def test_no_outcomes_is_a_programming_error():
