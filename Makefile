@@ -80,6 +80,8 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# Options are BENCH_* variables (benchmarks/config.py), e.g. `make bench BENCH_QUICK=1` (about two
+# minutes). Installs Debian's wrk if it is missing. Writes benchmarks/results/ and docs/benchmarks.md.
 bench: install
 	$(PY) -m devtools.infra
 	$(PY) -m benchmarks
