@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,19 +29,10 @@ COUNT_RUN_LIMIT = "3600s"  # wrk needs a duration; a count run is stopped when i
 
 
 def ensure_wrk() -> str:
-    """wrk's path, installing Debian's package first if it is missing."""
-    found = shutil.which("wrk")
-    if found:
-        return found
-    print("bench: wrk is missing; installing Debian's package (apt-get install -y wrk)", flush=True)
-    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
-    install = [*sudo, "apt-get", "install", "-y", "wrk"]
-    if subprocess.run(install, check=False).returncode != 0:
-        subprocess.run([*sudo, "apt-get", "update"], check=False)
-        subprocess.run(install, check=False)
+    """wrk's path (``make tools`` installs Debian's package when it is missing)."""
     found = shutil.which("wrk")
     if not found:
-        raise BenchFailure("wrk is not installed and could not be: run `apt-get install wrk`")
+        raise BenchFailure("wrk is not installed: `make tools` (or apt-get install wrk)")
     return found
 
 
