@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 from pydantic import AliasChoices
+from pydantic_settings import BaseSettings
 
 from benchmarks.ceilings import MinimalServer
 from benchmarks.minimal_app import QUEUE as MINIMAL_QUEUE
@@ -35,9 +36,9 @@ MEDIANS = (
 )
 
 
-def workers_setting() -> list[str]:
+def workers_setting(settings: type[BaseSettings] = GatewaySettings) -> list[str]:
     """The environment variables of the gateway's worker-count setting ([] when it has none)."""
-    for name, spec in GatewaySettings.model_fields.items():
+    for name, spec in settings.model_fields.items():
         if name == "workers" or name.endswith("_workers"):
             alias = spec.validation_alias
             if isinstance(alias, AliasChoices):
@@ -47,10 +48,13 @@ def workers_setting() -> list[str]:
 
 
 async def batch_endpoint(gateway: str) -> tuple[str, str] | None:
-    """(path, array property) of the batch endpoint from the gateway's OpenAPI, if it has one
-    ("" as the property: the body is the array itself)."""
     async with httpx.AsyncClient(timeout=10) as http:
-        spec = (await http.get(f"{gateway}/openapi.json")).json()
+        return batch_in_openapi((await http.get(f"{gateway}/openapi.json")).json())
+
+
+def batch_in_openapi(spec: dict[str, Any]) -> tuple[str, str] | None:
+    """(path, array property) of the batch endpoint, if the OpenAPI document has one ("" as the
+    property: the body is the array itself)."""
     for path in BATCH_PATHS:
         post = spec.get("paths", {}).get(path, {}).get("post")
         if post is None:

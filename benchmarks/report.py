@@ -293,7 +293,7 @@ def warnings(result: dict[str, Any]) -> list[str]:
                 found.append(f"{name}: {one['refused']} requests refused; the first: {refusal}")
     for target in ("minimal", "gateway", "batch"):
         for key, figure in ((result.get("intake") or {}).get(target) or {}).items():
-            for one in figure["rounds"]:
+            for one in figure.get("rounds", []):
                 if one["failed"]:
                     refusal = one.get("first_refusal", "")
                     found.append(
@@ -432,8 +432,8 @@ def markdown(result: dict[str, Any], limits: str) -> str:
     return f"""# Benchmarks
 
 Written by `make bench` (`benchmarks/`); only the last section is edited by hand. The JSON of
-this run is `benchmarks/results/latest.json`; every run is appended to
-`benchmarks/results/history.jsonl`.
+this run is `benchmarks/results/latest.json`; every run is also appended to history.jsonl beside
+it (not committed).
 
 - date: {result["date"]}; commit `{git["commit"][:12]}` on `{git["branch"]}`{dirty}
 - command: `{result["command"]}` ({result["seconds"]:,.0f} s)
