@@ -147,7 +147,7 @@ function response(status, hdrs, body)
   else
     accepted = accepted + 1
     if batch > 0 then
-      local _, n = string.gsub(body, '"notification_id"', "")
+      local _, n = string.gsub(body, '"notification_id"%s*:%s*"', "")
       items = items + n
     else
       items = items + 1

@@ -190,8 +190,8 @@ def _e2e_figures(
             smtp,
             "ceiling.smtp.prebuilt",
             ratio,
-            "≥ 0.2 of the SMTP ceiling and ≥ 350/s",
-            None if value is None or ratio is None else ratio >= 0.2 and value >= 350,
+            "≥ 0.2 of the SMTP ceiling (350/s on a quiet machine)",
+            None if ratio is None else ratio >= 0.2,
         )
 
     if "email_small" in e2e:
@@ -291,6 +291,14 @@ def warnings(result: dict[str, Any]) -> list[str]:
             if one.get("refused"):
                 refusal = one["requests"].get("first_refusal", "")
                 found.append(f"{name}: {one['refused']} requests refused; the first: {refusal}")
+    intake = result.get("intake") or {}
+    for key, processes in (intake.get("gateway_processes") or {}).items():
+        workers = int(key[1:])
+        if workers > 1 and processes <= workers:
+            found.append(
+                f"the gateway asked for {workers} workers ran {processes} process(es): "
+                f"is {intake.get('workers_setting')} honoured?"
+            )
     for target in ("minimal", "gateway", "batch"):
         for key, figure in ((result.get("intake") or {}).get(target) or {}).items():
             for one in figure.get("rounds", []):
@@ -413,6 +421,16 @@ def _counts_table(result: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _processes_line(result: dict[str, Any]) -> str:
+    intake = result.get("intake") or {}
+    counts = intake.get("gateway_processes") or {}
+    if not counts:
+        return ""
+    setting = ", ".join(intake.get("workers_setting") or []) or "none"
+    ran = "; ".join(f"{key[1:]} worker(s): {n} process(es)" for key, n in counts.items())
+    return f"\nGateway workers setting: {setting}. Processes the gateway ran: {ran}.\n"
+
+
 def markdown(result: dict[str, Any], limits: str) -> str:
     m, git = result["machine"], result["git"]
     dirty = " (with uncommitted changes)" if git["dirty"] else ""
@@ -451,7 +469,7 @@ request sent to mail or push received. "CPU ms each": what the measured process 
 the minimal endpoint) used per notification accepted.
 
 {figures_table(result)}
-
+{_processes_line(result)}
 ## End-to-end counts
 
 {_counts_table(result)}
