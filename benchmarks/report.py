@@ -345,21 +345,33 @@ def _number(value: float | None, unit: str = "") -> str:
     return f"{text} {unit}".strip()
 
 
+def _table(headers: list[str], rows: list[list[str]], *, text: tuple[int, ...] = (0,)) -> str:
+    """A Markdown table; columns other than ``text`` are numbers (right-aligned)."""
+    rule = ["---" if i in text else "---:" for i in range(len(headers))]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in [headers, rule, *rows])
+
+
 def figures_table(result: dict[str, Any]) -> str:
-    rows = [
-        "| figure | value | p99 latency | CPU ms each | ceiling | ratio | target | met |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
-    ]
+    rows = []
     for f in result["figures"]:
-        met = {True: "yes", False: "**no**", None: ""}[f["met"]]
-        value = _number(f["value"], f["unit"]) if f["value"] is not None else f["note"] or "n/a"
         rows.append(
-            f"| {f['label']} | {value} | {_number(f['p99_ms'], 'ms') if f['p99_ms'] else ''} "
-            f"| {_number(f['cpu_ms']) if f['cpu_ms'] is not None else ''} "
-            f"| {_number(f['ceiling']) if f['ceiling'] else ''} "
-            f"| {f['ratio'] if f['ratio'] is not None else ''} | {f['target'] or ''} | {met} |"
+            [
+                f["label"],
+                _number(f["value"], f["unit"]) if f["value"] is not None else f["note"] or "n/a",
+                _number(f["p99_ms"], "ms") if f["p99_ms"] else "",
+                _number(f["cpu_ms"]) if f["cpu_ms"] is not None else "",
+                _number(f["ceiling"]) if f["ceiling"] else "",
+                str(f["ratio"]) if f["ratio"] is not None else "",
+                f["target"] or "",
+                {True: "yes", False: "**no**", None: ""}[f["met"]],
+            ]
         )
-    return "\n".join(rows)
+    headers = ["figure", "value", "p99 latency", "CPU ms each", "ceiling", "ratio", "target", "met"]
+    return _table(headers, rows, text=(0, 6, 7))
+
+
+def _label(name: str) -> str:
+    return f"{name} (shared)" if name in SHARED else name
 
 
 def _cpu_table(result: dict[str, Any]) -> str:
@@ -368,57 +380,55 @@ def _cpu_table(result: dict[str, Any]) -> str:
     runs = [(name, e2e[name]) for name in ("email", "push") if name in e2e]
     if not runs:
         return "_No end-to-end run._"
-    header = "| process | " + " | ".join(f"ms per {n} ({r['requested']:,})" for n, r in runs)
+    headers = ["process", *(f"ms per {n} ({r['requested']:,})" for n, r in runs)]
     rows = [
-        header + " | idle, ms per second |",
-        "| --- | " + " | ".join("---:" for _ in runs) + " | ---: |",
+        [_label(name)]
+        + [_number(_get(r, "cpu_ms_per_notification", name)) for _, r in runs]
+        + [_number(idle.get(name))]
+        for name in CPU_ORDER
     ]
-    for name in CPU_ORDER:
-        label = f"{name} (shared)" if name in SHARED else name
-        cells = [_number(_get(r, "cpu_ms_per_notification", name)) for _, r in runs]
-        rows.append(f"| {label} | " + " | ".join(cells) + f" | {_number(idle.get(name))} |")
-    ours = [f"**{_number(r['cpu_ms_per_notification_ours'])}**" for _, r in runs]
-    rows.append("| **our processes** | " + " | ".join(ours) + " | |")
-    return "\n".join(rows)
+    rows.append(
+        ["**our processes**"]
+        + [f"**{_number(r['cpu_ms_per_notification_ours'])}**" for _, r in runs]
+        + [""]
+    )
+    return _table([*headers, "idle, ms per second"], rows)
 
 
 def _rss_table(result: dict[str, Any]) -> str:
     idle = _get(result, "idle", "rss_mb") or {}
     e2e = result.get("e2e") or {}
     rows = [
-        "| process | idle MB | peak MB, email run | peak MB, push run |",
-        "| --- | ---: | ---: | ---: |",
-    ]
-    for name in CPU_ORDER:
-        if name in ("wrk", "postgresql"):
-            continue
-        label = f"{name} (shared)" if name in SHARED else name
-        cells = [
+        [
+            _label(name),
             _number(idle.get(name)),
             _number(_get(e2e, "email", "rss_mb_peak", name)),
             _number(_get(e2e, "push", "rss_mb_peak", name)),
         ]
-        rows.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(rows)
+        for name in CPU_ORDER
+        if name not in ("wrk", "postgresql")
+    ]
+    return _table(["process", "idle MB", "peak MB, email run", "peak MB, push run"], rows)
 
 
 def _counts_table(result: dict[str, Any]) -> str:
-    rows = [
-        "| run | requested | refused | accepted | delivered | lost | duplicated | delivered/s "
-        "| request→delivery p50 / p95 / p99 ms |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
-    ]
+    rows = []
     for name, run in (result.get("e2e") or {}).items():
         for n, one in enumerate(run.get("rounds", [run])):
-            label = f"{name} round {n + 1}" if "rounds" in run else name
             r2d = one["request_to_delivery_ms"]
             rows.append(
-                f"| {label} | {one['requested']:,} | {one['refused']:,} | {one['accepted']:,} "
-                f"| {one['delivered']:,} "
-                f"| {one['lost']} | {one['duplicated']} | {_number(one['delivered_per_second'])} "
-                f"| {_number(r2d['p50'])} / {_number(r2d['p95'])} / {_number(r2d['p99'])} |"
+                [
+                    f"{name} round {n + 1}" if "rounds" in run else name,
+                    *(f"{one[k]:,}" for k in ("requested", "refused", "accepted", "delivered")),
+                    str(one["lost"]),
+                    str(one["duplicated"]),
+                    _number(one["delivered_per_second"]),
+                    " / ".join(_number(r2d[p]) for p in ("p50", "p95", "p99")),
+                ]
             )
-    return "\n".join(rows)
+    headers = ["run", "requested", "refused", "accepted", "delivered", "lost", "duplicated"]
+    headers += ["delivered/s", "request→delivery p50 / p95 / p99 ms"]
+    return _table(headers, rows, text=(0, 8))
 
 
 def _processes_line(result: dict[str, Any]) -> str:
