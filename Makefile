@@ -38,14 +38,17 @@ $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 
 install: $(VENV)/.synced
 
-# Binaries tests/deploy runs, from Debian's packages, installed only when missing: promtool
-# (package prometheus; only promtool is used) and kubectl (for `kubectl kustomize`; the
-# machines' image ships the `kubectl` package, Debian's own kubernetes-client 1.20 is too old).
+# Binaries the tests and the benchmark run, from Debian's packages, installed only when missing:
+# promtool (package prometheus; only promtool is used) and kubectl (for `kubectl kustomize`; the
+# machines' image ships the `kubectl` package, Debian's own kubernetes-client 1.20 is too old)
+# for tests/deploy; wrk (HTTP load) for make bench and its small version in tests/e2e.
 tools:
 	@command -v promtool >/dev/null || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
 	@command -v kubectl >/dev/null || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubectl; }
+	@command -v wrk >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk; }
 
 # The console's browser tests drive Debian's Chromium through Playwright (which cannot download a
 # browser of its own here); installed only when missing.
@@ -66,7 +69,7 @@ test-unit: install
 test-fast: install tools
 	$(PY) -m pytest -q -m "not e2e and not chaos and not cluster"
 
-test-e2e: install chromium
+test-e2e: install tools chromium
 	$(PY) -m pytest -q -m e2e
 
 test-chaos: install
@@ -90,7 +93,9 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: install
+# Options are BENCH_* variables (benchmarks/config.py), e.g. `make bench BENCH_QUICK=1` (a few
+# minutes). Writes benchmarks/results/ and docs/benchmarks.md.
+bench: install tools
 	$(PY) -m devtools.infra
 	$(PY) -m benchmarks
 

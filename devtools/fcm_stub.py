@@ -8,7 +8,9 @@
 - ``/_stub/...``: inspect received messages and switch modes (``ok``, ``unavailable`` -> 503,
   ``rate_limited`` -> 429 with Retry-After) for tests.
 
-``python -m devtools.fcm_stub`` serves it for ``make run`` and writes a matching service account.
+``python -m devtools.fcm_stub`` serves it for ``make run`` and writes a matching service account;
+``--record`` appends a JSON line per accepted message (notification id, token, arrival time), so
+another process (a benchmark, a test) can count what arrived.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import itertools
 import json
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -33,7 +36,7 @@ FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 
 
 class FcmStubState:
-    def __init__(self) -> None:
+    def __init__(self, record: Path | None = None) -> None:
         self.messages: list[dict[str, Any]] = []
         self.mode = "ok"
         self.retry_after = 1
@@ -43,6 +46,18 @@ class FcmStubState:
         self.send_requests = 0
         self._counter = itertools.count(1)
         self.lock = threading.Lock()
+        self._record = record.open("a", buffering=1) if record else None
+
+    def keep(self, message: dict[str, Any]) -> None:
+        line = {
+            "notification_id": (message.get("data") or {}).get("notification_id"),
+            "token": message.get("token"),
+            "received_at": time.time(),
+        }
+        with self.lock:
+            self.messages.append(message)
+            if self._record is not None:
+                self._record.write(json.dumps(line) + "\n")
 
     def next_id(self) -> int:
         return next(self._counter)
@@ -150,8 +165,7 @@ def create_fcm_stub(state: FcmStubState | None = None) -> FastAPI:
             )
         name = f"projects/{project}/messages/{state.next_id()}"
         if not body.get("validate_only"):
-            with state.lock:
-                state.messages.append({**message, "name": name})
+            state.keep({**message, "name": name})
         return JSONResponse({"name": name})
 
     @app.get("/_stub/messages")
@@ -201,13 +215,15 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8099)
     parser.add_argument("--write-service-account", type=Path, default=None)
     parser.add_argument("--token-uri", default=None, help="token_uri to write (default: own URL)")
+    parser.add_argument("--record", type=Path, default=None, help="append a JSON line per message")
     args = parser.parse_args()
     if args.write_service_account:
         args.write_service_account.parent.mkdir(parents=True, exist_ok=True)
         document = service_account(args.token_uri or f"http://{args.host}:{args.port}/token")
         args.write_service_account.write_text(json.dumps(document, indent=2))
     print(f"fcm-stub: listening on http://{args.host}:{args.port}", flush=True)
-    uvicorn.run(create_fcm_stub(), host=args.host, port=args.port, log_level="warning")
+    app = create_fcm_stub(FcmStubState(record=args.record))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

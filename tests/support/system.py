@@ -1,7 +1,8 @@
 """The whole system as separate processes (the way ``make run`` starts it), for e2e and chaos tests.
 
 Each system gets its own vhost, databases, Redis prefix and ports, an in-process SMTP sink and a
-local FCM-compatible server the test can inspect and break.
+local FCM-compatible server the test can inspect and break (or either one as a process of its own,
+recording what it received: ``sink_process``, ``fcm_process``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from devtools.fcm_stub import FcmStubState, create_fcm_stub, service_account
 from devtools.smtp_sink import SmtpSink
 from devtools.stack import SERVICES, Stack, base_env
 from tests.support.isolation import AMQP_BASE, VhostPool, temp_database, temp_redis_prefix
-from tests.support.process_sink import ProcessSink
+from tests.support.process_sink import ProcessFcm, ProcessSink
 from tests.support.servers import free_port, live_server
 
 ADMIN = {"email": "admin@herald.local", "password": "admin12345!"}
@@ -32,7 +33,7 @@ ADMIN = {"email": "admin@herald.local", "password": "admin12345!"}
 class System:
     stack: Stack
     sink: Any  # SmtpSink, or ProcessSink with the same reading interface
-    fcm: FcmStubState
+    fcm: Any  # FcmStubState, or ProcessFcm with delivered_to (read-only)
     env: dict[str, str]
     http: httpx.AsyncClient
     _tokens: dict[str, str] = field(default_factory=dict)
@@ -131,8 +132,10 @@ async def running_system(
     env: Mapping[str, str] | None = None,
     start: bool = True,
     sink_process: bool = False,
+    fcm_process: bool = False,
 ) -> AsyncIterator[System]:
-    """``sink_process``: run the SMTP sink as a separate process (as a real relay would be)."""
+    """``sink_process``, ``fcm_process``: run the SMTP sink, the FCM stand-in as a separate
+    process (as a real relay or provider would be)."""
     vhost = await asyncio.to_thread(pool.take)
     try:
         async with AsyncExitStack() as stack:
@@ -143,10 +146,16 @@ async def running_system(
             prefix = await stack.enter_async_context(temp_redis_prefix("e2e"))
             sink: Any = ProcessSink(workdir).start() if sink_process else SmtpSink().start()
             stack.callback(sink.stop)
-            fcm_state = FcmStubState()
-            fcm_url = await stack.enter_async_context(live_server(create_fcm_stub(fcm_state)))
-            account = workdir / "fcm-service-account.json"
-            account.write_text(json.dumps(service_account(f"{fcm_url}/token", "herald-test")))
+            fcm: Any
+            if fcm_process:
+                fcm = ProcessFcm(workdir).start()
+                stack.callback(fcm.stop)
+                fcm_url, account = fcm.url, fcm.account
+            else:
+                fcm = FcmStubState()
+                fcm_url = await stack.enter_async_context(live_server(create_fcm_stub(fcm)))
+                account = workdir / "fcm-service-account.json"
+                account.write_text(json.dumps(service_account(f"{fcm_url}/token", "herald-test")))
             environment = (
                 base_env()
                 | {
@@ -181,6 +190,6 @@ async def running_system(
             if start:
                 await asyncio.to_thread(system_stack.start_all, 90)
             http = await stack.enter_async_context(httpx.AsyncClient(timeout=15))
-            yield System(system_stack, sink, fcm_state, environment, http)
+            yield System(system_stack, sink, fcm, environment, http)
     finally:
         pool.give_back(vhost)
