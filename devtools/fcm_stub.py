@@ -6,7 +6,8 @@
   string-only ``data``), refuses unknown bearer tokens (401), answers ``{"name": ...}``. Device
   tokens starting with ``dead-`` get 404 UNREGISTERED, ``invalid-`` get 400 INVALID_ARGUMENT.
 - ``/_stub/...``: inspect received messages and switch modes (``ok``, ``unavailable`` -> 503,
-  ``rate_limited`` -> 429 with Retry-After) for tests.
+  ``rate_limited`` -> 429 with Retry-After, ``slow``: the message is kept and the answer comes
+  only after ``answer_after`` seconds) for tests.
 
 ``python -m devtools.fcm_stub`` serves it for ``make run`` and writes a matching service account;
 ``--record`` appends a JSON line per accepted message (notification id, token, arrival time), so
@@ -16,6 +17,7 @@ another process (a benchmark, a test) can count what arrived.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import itertools
 import json
 import threading
@@ -40,6 +42,7 @@ class FcmStubState:
         self.messages: list[dict[str, Any]] = []
         self.mode = "ok"
         self.retry_after = 1
+        self.answer_after = 30.0
         self.dead_tokens: set[str] = set()
         self.issued: set[str] = set()
         self.token_requests = 0
@@ -166,6 +169,8 @@ def create_fcm_stub(state: FcmStubState | None = None) -> FastAPI:
         name = f"projects/{project}/messages/{state.next_id()}"
         if not body.get("validate_only"):
             state.keep({**message, "name": name})
+        if state.mode == "slow":  # taken, but the answer comes too late
+            await asyncio.sleep(state.answer_after)
         return JSONResponse({"name": name})
 
     @app.get("/_stub/messages")

@@ -2,11 +2,13 @@
 
 ``POST /v3/mail/send`` checks the bearer key and the body's required parts, answers 202 with an
 ``X-Message-Id``, and keeps the message. ``/_stub/mode`` switches to ``unavailable`` (503) or
-``rate_limited`` (429 with Retry-After).
+``rate_limited`` (429 with Retry-After) or ``slow`` (the message is kept, the answer comes only
+after ``answer_after`` seconds: a provider that took the mail and never said so in time).
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 from typing import Any
@@ -21,6 +23,7 @@ class SendGridStubState:
         self.messages: list[dict[str, Any]] = []
         self.mode = "ok"
         self.retry_after = 1
+        self.answer_after = 30.0
         self.requests = 0
         self.lock = threading.Lock()
 
@@ -53,6 +56,8 @@ def create_sendgrid_stub(state: SendGridStubState | None = None) -> FastAPI:
         message_id = uuid.uuid4().hex
         with state.lock:
             state.messages.append({**body, "message_id": message_id})
+        if state.mode == "slow":
+            await asyncio.sleep(state.answer_after)
         return Response(status_code=202, headers={"X-Message-Id": message_id})
 
     @app.post("/_stub/mode")

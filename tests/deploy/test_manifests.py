@@ -11,6 +11,13 @@ from typing import Any
 
 import yaml
 
+from tests.deploy.service_settings import (
+    ADMIN_EMAIL,
+    SERVICE_ACCOUNT_PASSWORD,
+    SETTINGS,
+    load_settings,
+)
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = Path(sys.executable).parent.parent / "lib" / "python3.11" / "site-packages" / "compose"
 # The secrets docker-compose.yml requires (deploy/compose.env.example), test values.
@@ -21,7 +28,9 @@ SECRETS = {
         "REDIS_PASSWORD",
         "POSTGRES_PASSWORD",
         "SERVICE_ACCOUNT_PASSWORD",
+        "ADMIN_EMAIL",
         "ADMIN_PASSWORD",
+        "METRICS_TOKEN",
         "CONSOLE_SECRET_KEY",
         "GRAFANA_ADMIN_PASSWORD",
     )
@@ -116,6 +125,14 @@ def test_prometheus_grafana_and_a_mail_catcher_run_beside_the_services():
     assert mounts["/etc/prometheus/rules/alerts.yml"].endswith("deploy/prometheus/alerts.yml")
     config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     assert config["rule_files"] == ["/etc/prometheus/rules/alerts.yml"]
+    # the services require METRICS_TOKEN in production and /metrics answers only that token
+    assert [s["target"] for s in services["prometheus"]["secrets"]] == [
+        "/run/secrets/metrics_token"
+    ]
+    for job in config["scrape_configs"]:
+        assert job["authorization"] == {"credentials_file": "/run/secrets/metrics_token"}, job
+    for name in APP_SERVICES:
+        assert services[name]["environment"]["METRICS_TOKEN"] == SECRETS["METRICS_TOKEN"]
     grafana = {v["target"]: v["source"] for v in services["grafana"]["volumes"] if "source" in v}
     assert grafana["/etc/grafana/provisioning"].endswith("deploy/grafana/provisioning")
     provider = yaml.safe_load(
@@ -149,3 +166,20 @@ def test_a_broken_compose_file_is_refused(tmp_path):
         timeout=60,
     )
     assert result.returncode != 0
+
+
+def test_every_service_accepts_the_compose_environment_in_production(monkeypatch):
+    # The services refuse development secrets, a missing METRICS_TOKEN or the default admin in
+    # production; the file must give them what they need (given real secrets), or nothing starts.
+    chosen = SECRETS | {
+        "ADMIN_EMAIL": ADMIN_EMAIL,
+        "SERVICE_ACCOUNT_PASSWORD": SERVICE_ACCOUNT_PASSWORD,
+    }
+    result = compose("config", secrets=chosen)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    for name in SETTINGS:
+        environment = services[name]["environment"]
+        assert environment["ENVIRONMENT"] == "production"
+        settings = load_settings(name, environment, monkeypatch)
+        assert settings.metrics_token == SECRETS["METRICS_TOKEN"], name

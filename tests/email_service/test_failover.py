@@ -233,6 +233,18 @@ async def test_no_reply_after_the_end_of_data_does_not_fail_over(chain, sink, se
     assert sendgrid[0].messages == []  # no failover
 
 
+async def test_sendgrid_answering_too_late_is_an_unknown_outcome():
+    # the request was written and no answer came: SendGrid may have queued the mail, so it must
+    # not be resent (OutcomeUnknown, never Transient, which would retry or fail over)
+    state = SendGridStubState(api_key="sg-key")
+    state.mode, state.answer_after = "slow", 3.0
+    async with live_server(create_sendgrid_stub(state)) as url, httpx.AsyncClient() as http:
+        provider = SendGridProvider(base_url=url, api_key="sg-key", http=http, timeout=0.5)
+        with pytest.raises(OutcomeUnknown):
+            await provider.send(email(8))
+    assert len(state.messages) == 1
+
+
 async def test_a_breaker_redis_cannot_record_does_not_turn_a_sent_mail_into_an_error(sink, keys):
     """The relay accepted; recording the success in the breaker fails (Redis cut at the point of
     no return): the send still succeeded, and nothing is sent twice."""

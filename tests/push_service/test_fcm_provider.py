@@ -6,7 +6,12 @@ import httpx
 import pytest
 
 from devtools.fcm_stub import FcmStubState, create_fcm_stub, service_account
-from libs.delivery.providers import PermanentProviderError, RecipientGone, TransientProviderError
+from libs.delivery.providers import (
+    OutcomeUnknown,
+    PermanentProviderError,
+    RecipientGone,
+    TransientProviderError,
+)
 from push_service.providers.fcm import AccessTokens, FcmProvider
 from tests.support.servers import free_port, live_server
 
@@ -86,3 +91,22 @@ async def test_unreachable_fcm_is_transient():
         )
         with pytest.raises(TransientProviderError):
             await provider.send(message())
+
+
+async def test_fcm_taking_the_message_and_answering_too_late_is_an_unknown_outcome(fcm):
+    # the request was written and no answer came: FCM may have delivered it, so it must not be
+    # resent (OutcomeUnknown, never Transient, which would retry)
+    state, url = fcm
+    state.mode, state.answer_after = "slow", 3.0
+    account = service_account(f"{url}/token", project_id="demo-project")
+    async with httpx.AsyncClient(timeout=5) as http:
+        provider = FcmProvider(
+            project_id="demo-project",
+            base_url=url,
+            tokens=AccessTokens(account),
+            http=http,
+            timeout=0.5,
+        )
+        with pytest.raises(OutcomeUnknown):
+            await provider.send(message("device-9"))
+    assert len(state.delivered_to("device-9")) == 1
