@@ -35,8 +35,10 @@ class ProviderError(Exception):
         code: str = "provider_error",
         retry_after_ms: int = 0,
         provider_fault: bool = True,
+        named: bool = False,
     ) -> None:
-        super().__init__(f"{provider}: {message}")
+        # ``named``: the message already names its provider(s) (a failover chain's summary)
+        super().__init__(message if named else f"{provider}: {message}")
         self.provider = provider
         self.code = code
         self.retry_after_ms = retry_after_ms
@@ -188,12 +190,14 @@ class FailoverChain(Generic[P_contra]):
                 "; ".join(str(e) for e in errors),
                 code=last.code,
                 retry_after_ms=max(e.retry_after_ms for e in called),
+                named=True,
             )
         raise ProviderUnavailable(
             self.name,
             "; ".join(str(e) for e in errors),
             code=errors[0].code,
             retry_after_ms=min(e.retry_after_ms for e in errors),
+            named=True,
         )
 
     async def health(self) -> dict[str, Any]:

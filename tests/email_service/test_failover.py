@@ -136,6 +136,9 @@ async def test_all_providers_failing_is_transient(chain, sink, sendgrid):
     with pytest.raises(TransientProviderError) as error:
         await chain().send(email())
     assert not isinstance(error.value, ProviderUnavailable)  # providers were called: an attempt
+    text = str(error.value)  # what the DLQ and the console show: each provider named once
+    assert text.startswith("smtp: ") and "; sendgrid: 503" in text, text
+    assert text.count("smtp:") == 1 and text.count("sendgrid:") == 1, text
 
 
 async def test_all_breakers_open_parks_without_calling_anyone(chain, sink, sendgrid):
