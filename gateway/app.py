@@ -106,5 +106,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             "rabbitmq": publisher_ready(lambda r: gateway_state.of(r).publisher),
         },
         max_body_bytes=settings.max_body_bytes,
+        body_limits={"/api/v1/notifications/batch": settings.batch_max_body_bytes},
         metrics_token=settings.metrics_token,
     )

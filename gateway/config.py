@@ -13,6 +13,10 @@ class GatewaySettings(MessagingSettings):
     service_name: str = "gateway"
     port: int = Field(default=8000, validation_alias=AliasChoices("GATEWAY_PORT", "PORT"))
 
+    # uvicorn worker processes sharing the port. On Kubernetes keep 1 and scale pods; on one host
+    # (compose, make run) about one per core. Metrics are then summed over the workers.
+    workers: int = Field(1, ge=1, le=64, validation_alias=AliasChoices("GATEWAY_WORKERS"))
+
     # A request_id is remembered this long: the same id and body within it returns the first answer.
     idempotency_ttl_seconds: int = 86400
     # How long a request in flight holds its request_id before another may take over (crash).
@@ -21,6 +25,9 @@ class GatewaySettings(MessagingSettings):
     # Token bucket per caller (JWT subject), shared by every gateway replica.
     rate_limit_per_second: float = 500.0
     rate_limit_burst: int = 1000
+
+    # POST /api/v1/notifications/batch: up to 1,000 notifications of up to ~2 KB each.
+    batch_max_body_bytes: int = Field(2_097_152, ge=65_536)
 
     # Refuse notifications for unknown users and templates (422) when their service answers;
     # when it does not, accept and let delivery decide (the notification is never lost).

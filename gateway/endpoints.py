@@ -4,19 +4,38 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections import Counter
 from typing import Annotated
 
 import structlog
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from gateway.access import READERS, REPORTERS, SENDERS, admitted, list_scope, may_see, shown_to
-from gateway.schemas import NotificationAccepted, NotificationRequest, StatusReport
+from gateway.intake import Accepted
+from gateway.schemas import (
+    BatchAccepted,
+    BatchItem,
+    ItemError,
+    NotificationAccepted,
+    NotificationBatch,
+    NotificationRequest,
+    StatusReport,
+)
 from gateway.state import GatewayState, State
 from libs.http.auth import Principal
 from libs.http.envelope import Envelope, PageMeta, Pagination, ok
-from libs.http.errors import Conflict, NotFound, RateLimited, ServiceUnavailable, Unprocessable
+from libs.http.errors import (
+    AppError,
+    Conflict,
+    NotFound,
+    RateLimited,
+    ServiceUnavailable,
+    Unprocessable,
+    validation_details,
+)
 from libs.notification.message import Channel
 from libs.notification.status import (
     Status,
@@ -34,12 +53,17 @@ Reader = Annotated[Principal, Depends(admitted(*READERS))]
 Reporter = Annotated[Principal, Depends(admitted(*REPORTERS))]
 
 
-async def rate_limited(state: State, principal: Sender) -> Principal:
-    """One token bucket per caller, shared by all gateway replicas."""
-    verdict = await state.rate_limits.try_take(state.keys.caller_rate_limit(principal.sub))
+async def _take(state: GatewayState, principal: Principal, notifications: int = 1) -> None:
+    """One token bucket per caller, shared by all gateway replicas; a token per notification."""
+    key = state.keys.caller_rate_limit(principal.sub)
+    verdict = await state.rate_limits.try_take(key, notifications)
     if not verdict.allowed:
         seconds = max(1, -(-verdict.retry_after_ms // 1000))
         raise RateLimited("Too many requests; slow down.", headers={"Retry-After": str(seconds)})
+
+
+async def rate_limited(state: State, principal: Sender) -> Principal:
+    await _take(state, principal)
     return principal
 
 
@@ -78,6 +102,84 @@ async def send_notification(
     headers = {"Idempotent-Replayed": "true"} if accepted.replayed else {}
     envelope = ok(accepted.response, message)
     return JSONResponse(envelope.model_dump(mode="json"), status_code=202, headers=headers)
+
+
+@router.post(
+    "/notifications/batch",
+    status_code=202,
+    response_model=Envelope[BatchAccepted],
+    summary="Send up to 1,000 notifications; each is answered as it would be alone",
+    responses={
+        207: {
+            "model": Envelope[BatchAccepted],
+            "description": "Some items were refused (see each item's error); the rest queued",
+        },
+        413: {"description": "Body over BATCH_MAX_BODY_BYTES"},
+        422: {"description": "Not a batch: no list, empty, or over 1,000 items"},
+        429: {"description": "Rate limited: a token per notification, for the whole batch"},
+    },
+)
+async def send_batch(body: NotificationBatch, state: State, principal: Sender) -> JSONResponse:
+    """202 when every item was accepted (or replayed); 207 when some were refused. An item is
+    never reported accepted unless the broker confirmed it; refused items were not queued and may
+    be retried with the same request_id (idempotency holds per item, as for single requests)."""
+    if len(body.notifications) > state.settings.rate_limit_burst:
+        raise Unprocessable(
+            f"A batch may hold at most RATE_LIMIT_BURST ({state.settings.rate_limit_burst}) "
+            "notifications: the rate limit counts each one.",
+            code="batch_too_large",
+        )
+    await _take(state, principal, len(body.notifications))
+    items: list[BatchItem | None] = [None] * len(body.notifications)
+    valid: list[tuple[int, NotificationRequest]] = []
+    for index, raw in enumerate(body.notifications):
+        try:
+            valid.append((index, NotificationRequest.model_validate(raw)))
+        except ValidationError as exc:
+            request_id = raw.get("request_id")
+            items[index] = BatchItem(
+                index=index,
+                request_id=request_id if isinstance(request_id, str) else None,
+                outcome="refused",
+                error=ItemError(
+                    status=422,
+                    code="validation_error",
+                    message="The notification is invalid.",
+                    details=validation_details(exc),
+                ),
+            )
+    answers = await state.intake.submit_many(principal, [request for _, request in valid])
+    for (index, request), answer in zip(valid, answers, strict=True):
+        items[index] = _batch_item(index, request, answer)
+    done = [item for item in items if item is not None]
+    counts = Counter(item.outcome for item in done)
+    result = BatchAccepted(
+        accepted=counts["accepted"],
+        replayed=counts["replayed"],
+        refused=counts["refused"],
+        items=done,
+    )
+    message = f"{result.accepted} accepted, {result.replayed} replayed, {result.refused} refused."
+    envelope = ok(result, message)
+    return JSONResponse(
+        envelope.model_dump(mode="json"), status_code=207 if result.refused else 202
+    )
+
+
+def _batch_item(index: int, request: NotificationRequest, answer: Accepted | AppError) -> BatchItem:
+    if isinstance(answer, AppError):
+        error = ItemError(
+            status=answer.status_code, code=answer.code, message=answer.message, details=answer.data
+        )
+        return BatchItem(index=index, request_id=request.request_id, outcome="refused", error=error)
+    return BatchItem(
+        index=index,
+        request_id=request.request_id,
+        outcome="replayed" if answer.replayed else "accepted",
+        notification_id=answer.response.notification_id,
+        status=answer.response.status,
+        created_at=answer.response.created_at,
+    )
 
 
 async def _find(state: GatewayState, principal: Principal, ident: str) -> StatusRecord:

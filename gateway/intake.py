@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -32,7 +33,7 @@ from gateway.idempotency import IdempotencyRecord, IdempotencyStore
 from gateway.schemas import NotificationAccepted, NotificationRequest
 from libs.clients.errors import UpstreamNotFound, UpstreamUnavailable
 from libs.http.auth import Principal
-from libs.http.errors import Conflict, ServiceUnavailable, Unprocessable
+from libs.http.errors import AppError, Conflict, ServiceUnavailable, Unprocessable
 from libs.logging import get_correlation_id
 from libs.messaging import headers as amqp_headers
 from libs.messaging.publisher import Publisher, PublishFailed
@@ -123,6 +124,32 @@ class NotificationIntake:
             log.warning("intake.not_remembered", request_id=request_id, error=repr(exc))
             return Accepted(response, replayed=False, remembered=False)
         return Accepted(response, replayed=False)
+
+    async def submit_many(
+        self, principal: Principal, requests: Sequence[NotificationRequest]
+    ) -> list[Accepted | AppError]:
+        """Each request as :meth:`submit` would answer it alone, in order: accepted (confirmed by
+        the broker), replayed, or the error it would have raised. All run together, so their
+        Redis commands share round trips (the client pipelines what one loop tick sends) and
+        their publishes are confirmed together."""
+        outcomes = await asyncio.gather(
+            *(self.submit(principal, request) for request in requests), return_exceptions=True
+        )
+        answers: list[Accepted | AppError] = []
+        for outcome in outcomes:
+            if isinstance(outcome, Accepted | AppError):
+                answers.append(outcome)
+            elif isinstance(outcome, RedisError):
+                answers.append(
+                    ServiceUnavailable(
+                        "The idempotency store is unavailable; this one was not queued.",
+                        code="redis_unavailable",
+                        headers={"Retry-After": "1"},
+                    )
+                )
+            else:
+                raise outcome
+        return answers
 
     async def notification_id_for(self, principal: Principal, request_id: str) -> str | None:
         """The notification a caller's ``request_id`` was accepted as, if it was."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -49,6 +50,53 @@ class NotificationAccepted(BaseModel):
     request_id: str
     status: Status
     created_at: datetime
+
+
+BATCH_MAX_ITEMS = 1000
+
+
+class NotificationBatch(BaseModel):
+    """``POST /api/v1/notifications/batch``: up to 1,000 notifications, each exactly what
+    ``POST /api/v1/notifications/`` takes. Items are validated one by one (a bad item is refused
+    in the answer; the others go on), so they are plain objects here."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    notifications: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=BATCH_MAX_ITEMS,
+        json_schema_extra={"items": {"$ref": "#/components/schemas/NotificationRequest"}},
+    )
+
+
+class ItemError(BaseModel):
+    """Why one item of a batch was refused: the status and code a single request would get."""
+
+    status: int
+    code: str
+    message: str
+    details: Any = None
+
+
+class BatchItem(BaseModel):
+    """One item's answer, in the order of the request. ``accepted``: the broker confirmed it;
+    ``replayed``: accepted earlier with this request_id and body; ``refused``: not queued (see
+    ``error``; a 503-class error may be retried with the same request_id)."""
+
+    index: int
+    request_id: str | None
+    outcome: Literal["accepted", "replayed", "refused"]
+    notification_id: UUID | None = None
+    status: Status | None = None
+    created_at: datetime | None = None
+    error: ItemError | None = None
+
+
+class BatchAccepted(BaseModel):
+    accepted: int
+    replayed: int
+    refused: int
+    items: list[BatchItem]
 
 
 class StatusReport(BaseModel):

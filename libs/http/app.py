@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ from typing import Any, Literal
 import structlog
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from pydantic import BaseModel
 
 from libs.http.docs import install_offline_docs
@@ -107,9 +108,19 @@ def operational_router(
                 await asyncio.wait_for(refresh(request), REFRESH_TIMEOUT_SECONDS)
             except Exception as exc:  # a scrape never fails for one stale gauge
                 log.warning("metrics.refresh_failed", gauges=name, error=repr(exc))
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(_exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+def _exposition() -> bytes:
+    """This process's metrics, or every worker's summed (``prometheus_client`` multiprocess mode,
+    which ``libs.http.serve`` turns on when a service runs several workers)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest()
 
 
 def _check_metrics_token(authorization: str | None, expected: str) -> None:
@@ -161,10 +172,13 @@ def create_app(
     readiness: Mapping[str, ReadinessCheck] | None = None,
     metrics_refresh: Mapping[str, MetricsRefresh] | None = None,
     max_body_bytes: int = 65_536,
+    body_limits: Mapping[str, int] | None = None,
     description: str = "",
     metrics_token: str | None = None,
 ) -> FastAPI:
-    """Build a FastAPI app with the envelope, error handlers, middleware and operational routes."""
+    """Build a FastAPI app with the envelope, error handlers, middleware and operational routes.
+
+    ``body_limits``: a larger (or smaller) body limit than ``max_body_bytes`` for some paths."""
     app = FastAPI(
         title=title,
         description=description,
@@ -177,7 +191,7 @@ def create_app(
     document_error_envelope(app)
     install_offline_docs(app)
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes, per_path=body_limits)
     app.add_middleware(PathGuardMiddleware)
     app.add_middleware(HttpMetricsMiddleware)
     app.add_middleware(CorrelationIdMiddleware)

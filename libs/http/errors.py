@@ -14,6 +14,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -116,17 +117,23 @@ async def _app_error(_: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, exc.code, exc.message, exc.data, exc.headers)
 
 
+def validation_details(exc: RequestValidationError | ValidationError) -> dict[str, Any]:
+    """``{"errors": [{field, message, type}, ...]}``: what a 422 ``validation_error`` carries."""
+    return {
+        "errors": [
+            {"field": _field_name(e.get("loc", ())), "message": e.get("msg", ""), "type": e["type"]}
+            for e in exc.errors()
+        ]
+    }
+
+
 async def _validation_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    errors = exc.errors()
-    if any(e.get("type") == "json_invalid" for e in errors):
+    if any(e.get("type") == "json_invalid" for e in exc.errors()):
         return error_response(400, "invalid_json", "The request body is not valid JSON.")
-    fields = [
-        {"field": _field_name(e.get("loc", ())), "message": e.get("msg", ""), "type": e["type"]}
-        for e in errors
-    ]
-    summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
-    return error_response(422, "validation_error", summary, {"errors": fields})
+    details = validation_details(exc)
+    summary = "; ".join(f"{f['field']}: {f['message']}" for f in details["errors"][:5])
+    return error_response(422, "validation_error", summary, details)
 
 
 async def _http_error(_: Request, exc: Exception) -> Response:

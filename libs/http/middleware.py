@@ -6,6 +6,7 @@ Pure ASGI (no BaseHTTPMiddleware): they wrap ``send``/``receive`` and add no tas
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -73,19 +74,24 @@ class HttpMetricsMiddleware:
 
 
 class BodyLimitMiddleware:
-    """413 in the envelope for bodies over the limit: by Content-Length up front, else as read."""
+    """413 in the envelope for bodies over the limit: by Content-Length up front, else as read.
+    ``per_path``: other limits for some paths (a batch endpoint)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, per_path: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.per_path = dict(per_path or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        message = f"The request body exceeds {self.max_bytes} bytes."
+        limit = self.per_path.get(scope["path"], self.max_bytes)
+        message = f"The request body exceeds {limit} bytes."
         for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
                 response = error_response(413, "payload_too_large", message)
                 await response(scope, receive, send)
                 return
@@ -96,7 +102,7 @@ class BodyLimitMiddleware:
             event = await receive()
             if event["type"] == "http.request":
                 received += len(event.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     raise PayloadTooLarge(message)
             return event
 
