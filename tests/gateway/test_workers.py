@@ -1,0 +1,98 @@
+"""GATEWAY_WORKERS: ``python -m gateway`` as uvicorn's supervisor with worker processes on one
+port, whose metrics /metrics sums whichever worker answers the scrape."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.gateway.test_send import body
+from tests.support.amqp import queue_depth
+from tests.support.servers import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+METRICS_TOKEN = "test-metrics-token"
+
+
+def _sent(exposition: str) -> float:
+    """Requests the POST route answered 202, over every worker."""
+    total = 0.0
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            labels = sample.labels
+            if (
+                sample.name == "http_requests_total"
+                and labels.get("route") == "/api/v1/notifications/"
+                and labels.get("status") == "202"
+            ):
+                total += sample.value
+    return total
+
+
+async def test_two_workers_share_the_port_and_report_metrics_together(gateway_settings, mint, amqp):
+    port = free_port()
+    env = {
+        **os.environ,
+        "GATEWAY_WORKERS": "2",
+        "GATEWAY_PORT": str(port),
+        "RABBITMQ_URL": gateway_settings.rabbitmq_url,
+        "REDIS_URL": gateway_settings.redis_url,
+        "REDIS_KEY_PREFIX": gateway_settings.redis_key_prefix,
+        "GATEWAY_DATABASE_URL": gateway_settings.database_url,
+        "USER_SERVICE_URL": gateway_settings.user_service_url,
+        "TEMPLATE_SERVICE_URL": gateway_settings.template_service_url,
+        "VERIFY_REFERENCES": "false",
+        "METRICS_TOKEN": METRICS_TOKEN,
+        "LOG_LEVEL": "WARNING",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+            for _ in range(300):
+                try:
+                    if (await http.get("/ready")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the gateway never became ready")
+            children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text()
+            assert len(children.split()) >= 2, children  # uvicorn's supervisor and its workers
+            headers = mint.headers("service")
+            answers = await asyncio.gather(
+                *(
+                    http.post("/api/v1/notifications/", json=body(), headers=headers)
+                    for _ in range(40)
+                )
+            )
+            assert [a.status_code for a in answers] == [202] * 40
+            scrape = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+            for _ in range(6):  # whichever worker answers, the sum is the same
+                metrics = await http.get("/metrics", headers=scrape)
+                assert metrics.status_code == 200
+                assert _sent(metrics.text) == 40
+            assert (await http.get("/metrics")).status_code == 401
+        assert await queue_depth(amqp, "email.queue") == 40
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = process.communicate(timeout=40)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    assert process.returncode == 0, stderr.decode()[-2000:]
