@@ -73,7 +73,8 @@ def test_the_console_and_auto_redrive_defaults_are_safe() -> None:
 
 def test_production_refuses_the_development_console_secret_and_secures_the_cookie() -> None:
     real: dict[str, Any] = {
-        "service_account_password": "s3cret-service",
+        "service_account_password": "s3cret-service-password-long-enough",
+        "metrics_token": "a-metrics-token",
         "environment": "production",
     }
     with pytest.raises(ValueError, match="CONSOLE_SECRET_KEY"):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -52,12 +51,14 @@ async def test_two_workers_share_the_port_and_report_metrics_together(gateway_se
         "METRICS_TOKEN": METRICS_TOKEN,
         "LOG_LEVEL": "WARNING",
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway"],
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
         cwd=ROOT,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -71,7 +72,9 @@ async def test_two_workers_share_the_port_and_report_metrics_together(gateway_se
                 await asyncio.sleep(0.1)
             else:
                 raise AssertionError("the gateway never became ready")
-            children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text()
+            children = await asyncio.to_thread(
+                Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text
+            )
             assert len(children.split()) >= 2, children  # uvicorn's supervisor and its workers
             headers = mint.headers("service")
             answers = await asyncio.gather(
@@ -91,8 +94,8 @@ async def test_two_workers_share_the_port_and_report_metrics_together(gateway_se
     finally:
         process.send_signal(signal.SIGTERM)
         try:
-            _, stderr = process.communicate(timeout=40)
-        except subprocess.TimeoutExpired:
+            _, stderr = await asyncio.wait_for(process.communicate(), 40)
+        except TimeoutError:
             process.kill()
             raise
     assert process.returncode == 0, stderr.decode()[-2000:]
