@@ -3,11 +3,12 @@
 A record is ``pending`` while its first request is being accepted (it names the notification id
 the request will publish) and ``accepted`` once the broker confirmed (it holds the answer given).
 :class:`IdempotencyStore` is what intake needs; :class:`RedisIdempotencyStore` keeps the records in
-Redis, where ``SET NX`` makes the first request the only one that publishes.
+Redis, where a claim (``SET NX`` in a script) makes the first request the only one that publishes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
@@ -16,7 +17,9 @@ from redis.asyncio import Redis
 from gateway.schemas import NotificationAccepted
 from libs.storage.redis import Keys, lua_script
 
+_CLAIM = lua_script(__file__, "idempotency_claim.lua")
 _RELEASE = lua_script(__file__, "idempotency_release.lua")
+_SETTLE = lua_script(__file__, "idempotency_settle.lua")
 
 
 class IdempotencyRecord(BaseModel):
@@ -31,47 +34,60 @@ class IdempotencyRecord(BaseModel):
         return self.model_dump_json(exclude_none=True).encode()
 
 
+Claim = tuple[str, IdempotencyRecord]
+"""A request id and the record to store for it."""
+
+
 class IdempotencyStore(Protocol):
     async def read(self, scope: str, request_id: str) -> IdempotencyRecord | None: ...
 
-    async def reserve(
-        self, scope: str, request_id: str, record: IdempotencyRecord, ttl: int
-    ) -> bool:
-        """Store ``record`` unless one exists; True if this call stored it."""
+    async def claim(
+        self, scope: str, claims: Sequence[Claim], ttl: int
+    ) -> list[IdempotencyRecord | None]:
+        """Store each record unless its request id has one: per claim, None if this call stored
+        it, else the record that was there (left alone). In order, so a request id given twice
+        is claimed by its first occurrence."""
         ...
 
-    async def release(self, scope: str, request_id: str, record: IdempotencyRecord) -> None:
-        """Remove the record if it is still ``record`` (nobody took over meanwhile)."""
+    async def release(self, scope: str, claims: Sequence[Claim]) -> None:
+        """Remove each record that is still the one given (nobody took over meanwhile)."""
         ...
 
-    async def settle(
-        self, scope: str, request_id: str, record: IdempotencyRecord, ttl: int
-    ) -> None:
-        """Replace the record (pending -> accepted)."""
+    async def settle(self, scope: str, records: Sequence[Claim], ttl: int) -> None:
+        """Replace the records (pending -> accepted)."""
         ...
 
 
 class RedisIdempotencyStore:
+    """One script per operation whatever the number of request ids: a batch of 1,000 costs
+    what one request does."""
+
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
+        self._claim = redis.register_script(_CLAIM)
         self._release = redis.register_script(_RELEASE)
+        self._settle = redis.register_script(_SETTLE)
 
     async def read(self, scope: str, request_id: str) -> IdempotencyRecord | None:
         raw = await self._redis.get(self._keys.idempotency(scope, request_id))
         return None if raw is None else IdempotencyRecord.model_validate_json(raw)
 
-    async def reserve(
-        self, scope: str, request_id: str, record: IdempotencyRecord, ttl: int
-    ) -> bool:
-        key = self._keys.idempotency(scope, request_id)
-        return bool(await self._redis.set(key, record.encode(), nx=True, ex=ttl))
+    async def claim(
+        self, scope: str, claims: Sequence[Claim], ttl: int
+    ) -> list[IdempotencyRecord | None]:
+        if not claims:
+            return []
+        keys = [self._keys.idempotency(scope, request_id) for request_id, _ in claims]
+        found = await self._claim(keys=keys, args=[ttl, *(r.encode() for _, r in claims)])
+        return [None if r is None else IdempotencyRecord.model_validate_json(r) for r in found]
 
-    async def release(self, scope: str, request_id: str, record: IdempotencyRecord) -> None:
-        key = self._keys.idempotency(scope, request_id)
-        await self._release(keys=[key], args=[record.encode()])
+    async def release(self, scope: str, claims: Sequence[Claim]) -> None:
+        if claims:
+            keys = [self._keys.idempotency(scope, request_id) for request_id, _ in claims]
+            await self._release(keys=keys, args=[r.encode() for _, r in claims])
 
-    async def settle(
-        self, scope: str, request_id: str, record: IdempotencyRecord, ttl: int
-    ) -> None:
-        await self._redis.set(self._keys.idempotency(scope, request_id), record.encode(), ex=ttl)
+    async def settle(self, scope: str, records: Sequence[Claim], ttl: int) -> None:
+        if records:
+            keys = [self._keys.idempotency(scope, request_id) for request_id, _ in records]
+            await self._settle(keys=keys, args=[ttl, *(r.encode() for _, r in records)])

@@ -17,6 +17,7 @@ RabbitMQ.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import uuid
 from collections.abc import Sequence
@@ -95,61 +96,175 @@ class NotificationIntake:
         self._confirm_timeout = confirm_timeout
 
     async def submit(self, principal: Principal, request: NotificationRequest) -> Accepted:
-        fp = fingerprint(request)
-        scope, request_id = principal.sub, request.request_id
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._pending_ttl + self._confirm_timeout
-        earlier = await self._earlier_answer(scope, request_id, fp, deadline)
-        if earlier is not None:
-            return earlier
-        await self._verify_references(request)
-        nid = uuid.uuid5(NOTIFICATION_NAMESPACE, f"{principal.sub}\n{request.request_id}\n{fp}")
-        pending = IdempotencyRecord(state="pending", fingerprint=fp, notification_id=str(nid))
-        while not await self._idempotency.reserve(scope, request_id, pending, self._pending_ttl):
-            earlier = await self._earlier_answer(scope, request_id, fp, deadline)
-            if earlier is not None:
-                return earlier
-        try:
-            response = await self._accept(principal, request, nid)
-        except BaseException:
-            await self._idempotency.release(scope, request_id, pending)
-            raise
-        accepted = IdempotencyRecord(state="accepted", fingerprint=fp, response=response)
-        try:
-            await self._idempotency.settle(scope, request_id, accepted, self._ttl)
-        except RedisError as exc:
-            # The broker has the message: it *was* accepted, so say so. A retry with this
-            # request_id derives the same notification id, and the send claim and the status
-            # record make sure that notification is delivered once.
-            log.warning("intake.not_remembered", request_id=request_id, error=repr(exc))
-            return Accepted(response, replayed=False, remembered=False)
-        return Accepted(response, replayed=False)
+        """Accept one notification, or raise the error its answer is."""
+        [answer] = await self.submit_many(principal, [request])
+        if isinstance(answer, AppError):
+            raise answer
+        return answer
 
     async def submit_many(
         self, principal: Principal, requests: Sequence[NotificationRequest]
     ) -> list[Accepted | AppError]:
-        """Each request as :meth:`submit` would answer it alone, in order: accepted (confirmed by
-        the broker), replayed, or the error it would have raised. All run together, so their
-        Redis commands share round trips (the client pipelines what one loop tick sends) and
-        their publishes are confirmed together."""
-        outcomes = await asyncio.gather(
-            *(self.submit(principal, request) for request in requests), return_exceptions=True
-        )
-        answers: list[Accepted | AppError] = []
-        for outcome in outcomes:
-            if isinstance(outcome, Accepted | AppError):
-                answers.append(outcome)
-            elif isinstance(outcome, RedisError):
-                answers.append(
-                    ServiceUnavailable(
-                        "The idempotency store is unavailable; this one was not queued.",
-                        code="redis_unavailable",
-                        headers={"Retry-After": "1"},
-                    )
-                )
+        """Each request answered as it would be alone, in order: accepted (confirmed by the
+        broker), replayed, or the error it would have raised. The batch's request ids are claimed
+        in one script, statuses created in one, publishes confirmed together and the answers
+        recorded in one script: a batch of 1,000 costs the Redis round trips of one request."""
+        items = [_Item.of(principal, request) for request in requests]
+        answers: list[Accepted | AppError | None] = [None] * len(items)
+        try:
+            found = await self._idempotency.claim(
+                principal.sub, [(i.request.request_id, i.pending) for i in items], self._pending_ttl
+            )
+        except RedisError as exc:
+            log.warning("intake.redis_unavailable", error=repr(exc))
+            return [_redis_unavailable() for _ in items]
+        ours: list[int] = []
+        waiting: list[int] = []
+        for n, (item, record) in enumerate(zip(items, found, strict=True)):
+            if record is None:
+                ours.append(n)
+            elif record.fingerprint != item.fingerprint:
+                answers[n] = _conflict()
+            elif record.state == "accepted" and record.response is not None:
+                answers[n] = Accepted(record.response, replayed=True)
             else:
+                waiting.append(n)  # in flight elsewhere (or earlier in this batch)
+
+        async def wait(n: int) -> None:
+            answers[n] = await self._after_the_other(principal, items[n])
+
+        await asyncio.gather(
+            self._accept_claimed(principal, [items[n] for n in ours], ours, answers),
+            *(wait(n) for n in waiting),
+        )
+        return [a if a is not None else _redis_unavailable() for a in answers]
+
+    async def _after_the_other(self, principal: Principal, item: _Item) -> Accepted | AppError:
+        """A request whose id another request holds: that one's answer once it has one, or this
+        request accepted anew if the other gave the id up (its publish failed, or it crashed)."""
+        deadline = asyncio.get_running_loop().time() + self._pending_ttl + self._confirm_timeout
+        try:
+            earlier = await self._earlier_answer(
+                principal.sub, item.request.request_id, item.fingerprint, deadline
+            )
+        except AppError as exc:
+            return exc
+        except RedisError:
+            return _redis_unavailable()
+        if earlier is not None:
+            return earlier
+        [answer] = await self.submit_many(principal, [item.request])
+        return answer
+
+    async def _accept_claimed(
+        self,
+        principal: Principal,
+        items: list[_Item],
+        slots: list[int],
+        answers: list[Accepted | AppError | None],
+    ) -> None:
+        """Check references, record, publish and settle the items whose ids this call claimed;
+        an item not confirmed by the broker gives its id back and is answered with the error."""
+        if not items:
+            return
+        settled: set[int] = set()
+        try:
+            refused = await self._verify_references(items)
+            ready = [k for k in range(len(items)) if k not in refused]
+            for k, reason in refused.items():
+                answers[slots[k]] = reason
+            confirmed = await self._record_and_publish(principal, [items[k] for k in ready])
+            for k, failure in zip(ready, confirmed, strict=True):
+                if failure is not None:
+                    answers[slots[k]] = failure
+            accepted = [k for k, failure in zip(ready, confirmed, strict=True) if failure is None]
+            settled.update(accepted)
+            await self._settle(principal, [items[k] for k in accepted])
+            for k in accepted:
+                answers[slots[k]] = Accepted(
+                    items[k].response, replayed=False, remembered=items[k].remembered
+                )
+        finally:
+            unsettled = [items[k] for k in range(len(items)) if k not in settled]
+            if unsettled:  # give the request ids back: a retry may take them
+                with contextlib.suppress(RedisError):
+                    await self._idempotency.release(
+                        principal.sub, [(i.request.request_id, i.pending) for i in unsettled]
+                    )
+
+    async def _record_and_publish(
+        self, principal: Principal, items: list[_Item]
+    ) -> list[AppError | None]:
+        """Per item None (the broker confirmed it) or why not; what was not confirmed leaves no
+        status behind."""
+        if not items:
+            return []
+        try:
+            created = await self._status.create_many([i.record for i in items])
+        except RedisError as exc:
+            log.warning("intake.redis_unavailable", error=repr(exc))
+            return [_redis_unavailable() for _ in items]
+        outcomes = await asyncio.gather(
+            *(self._publish(item) for item in items), return_exceptions=True
+        )
+        errors: list[AppError | None] = []
+        withdrawn = []
+        for item, made, outcome in zip(items, created, outcomes, strict=True):
+            if isinstance(outcome, PublishFailed):
+                errors.append(_broker_unavailable())
+                if made:
+                    withdrawn.append(item.record)
+            elif isinstance(outcome, BaseException):
                 raise outcome
-        return answers
+            else:
+                errors.append(None)
+        if withdrawn:
+            await self._status.delete_many(withdrawn)
+        accepted = [i for i, e in zip(items, errors, strict=True) if e is None]
+        if len(accepted) == 1:
+            log.info(
+                "notification.accepted",
+                notification_id=accepted[0].record.notification_id,
+                request_id=accepted[0].request.request_id,
+                channel=accepted[0].request.notification_type.value,
+            )
+        elif accepted:
+            log.info("notifications.accepted", count=len(accepted), refused=len(withdrawn))
+        return errors
+
+    async def _publish(self, item: _Item) -> None:
+        request = item.request
+        await self._publisher.publish(
+            exchange=DIRECT_EXCHANGE,
+            routing_key=routing_key(request.notification_type),
+            body=item.message().to_bytes(),
+            message_id=item.record.notification_id,
+            correlation_id=get_correlation_id(),
+            headers={amqp_headers.ATTEMPTS: 0},
+            priority=request.priority,
+        )
+
+    async def _settle(self, principal: Principal, items: list[_Item]) -> None:
+        """Remember the answers. If Redis cannot, the broker has the messages: they *were*
+        accepted, so say so. A retry with the same request_id derives the same notification id,
+        and the send claim and the status record make sure it is delivered once."""
+        if not items:
+            return
+        records = [
+            (
+                i.request.request_id,
+                IdempotencyRecord.model_construct(
+                    state="accepted", fingerprint=i.fingerprint, response=i.response
+                ),
+            )
+            for i in items
+        ]
+        try:
+            await self._idempotency.settle(principal.sub, records, self._ttl)
+        except RedisError as exc:
+            log.warning("intake.not_remembered", count=len(items), error=repr(exc))
+            for item in items:
+                item.remembered = False
 
     async def notification_id_for(self, principal: Principal, request_id: str) -> str | None:
         """The notification a caller's ``request_id`` was accepted as, if it was."""
@@ -171,10 +286,7 @@ class NotificationIntake:
             if record is None:
                 return None
             if record.fingerprint != fp:
-                raise Conflict(
-                    "This request_id was already used with a different body.",
-                    code="idempotency_conflict",
-                )
+                raise _conflict()
             if record.state == "accepted" and record.response is not None:
                 return Accepted(record.response, replayed=True)
             if loop.time() > deadline:
@@ -185,58 +297,85 @@ class NotificationIntake:
                 )
             await asyncio.sleep(POLL_SECONDS)
 
-    async def _verify_references(self, request: NotificationRequest) -> None:
+    async def _verify_references(self, items: list[_Item]) -> dict[int, AppError]:
         """Refuse unknown users and templates while their services can tell; accept otherwise.
-
-        The two lookups are independent (each a cache read, or a call on a miss): run together.
-        """
-        user_known, template_kind = await asyncio.gather(
-            self._user_known(request),
-            self._template_kind(request),
-            return_exceptions=True,
+        Each distinct user and template is looked up once (a cache read, or a call on a miss),
+        all together. Returns the refused items (by position) with their errors."""
+        users = sorted({str(i.request.user_id) for i in items})
+        codes = sorted({i.request.template_code for i in items})
+        known = await asyncio.gather(*(self._user_known(u) for u in users), return_exceptions=True)
+        kinds = await asyncio.gather(
+            *(self._template_kind(c) for c in codes), return_exceptions=True
         )
-        if isinstance(user_known, BaseException):
-            raise user_known
-        if user_known is False:
-            raise Unprocessable(f"No user with id {request.user_id}.", code="unknown_user")
-        if isinstance(template_kind, BaseException):
-            raise template_kind
-        if template_kind is not None and template_kind is not request.notification_type:
-            raise Unprocessable(
-                f"Template {request.template_code!r} is a {template_kind} template, not "
-                f"{request.notification_type}.",
-                code="template_type_mismatch",
-            )
+        user_known = dict(zip(users, known, strict=True))
+        template_kind = dict(zip(codes, kinds, strict=True))
+        refused: dict[int, AppError] = {}
+        for k, item in enumerate(items):
+            request = item.request
+            user = user_known[str(request.user_id)]
+            kind = template_kind[request.template_code]
+            if isinstance(user, BaseException) and not isinstance(user, AppError):
+                raise user
+            if isinstance(kind, BaseException) and not isinstance(kind, AppError):
+                raise kind
+            if isinstance(user, AppError):
+                refused[k] = user
+            elif user is False:
+                refused[k] = Unprocessable(
+                    f"No user with id {request.user_id}.", code="unknown_user"
+                )
+            elif isinstance(kind, AppError):
+                refused[k] = kind
+            elif kind is not None and kind is not request.notification_type:
+                refused[k] = Unprocessable(
+                    f"Template {request.template_code!r} is a {kind} template, not "
+                    f"{request.notification_type}.",
+                    code="template_type_mismatch",
+                )
+        return refused
 
-    async def _user_known(self, request: NotificationRequest) -> bool | None:
+    async def _user_known(self, user_id: str) -> bool | None:
         """True/False, or None when nobody can tell (no check, or user_service unreachable)."""
         if self._users is None:
             return None
         try:
-            return await self._users.exists(request.user_id)
+            return await self._users.exists(user_id)
         except UpstreamUnavailable as exc:
             log.warning("intake.user_check_skipped", error=str(exc))
             return None
 
-    async def _template_kind(self, request: NotificationRequest) -> Channel | None:
+    async def _template_kind(self, code: str) -> Channel | None:
         """The template's channel, or None when nobody can tell; 422 if there is no template."""
         if self._templates is None:
             return None
         try:
-            return await self._templates.channel_of(request.template_code)
+            return await self._templates.channel_of(code)
         except UpstreamNotFound as exc:
             raise Unprocessable(
-                f"No template with code {request.template_code!r}.", code="unknown_template"
+                f"No template with code {code!r}.", code="unknown_template"
             ) from exc
         except UpstreamUnavailable as exc:
             log.warning("intake.template_check_skipped", error=str(exc))
             return None
 
-    async def _accept(
-        self, principal: Principal, request: NotificationRequest, nid: uuid.UUID
-    ) -> NotificationAccepted:
+
+class _Item:
+    """One request on its way: its fingerprint, notification id, claim and records."""
+
+    __slots__ = ("fingerprint", "pending", "record", "remembered", "request", "response")
+
+    def __init__(self, principal: Principal, request: NotificationRequest) -> None:
+        self.request = request
+        self.fingerprint = fingerprint(request)
+        nid = uuid.uuid5(
+            NOTIFICATION_NAMESPACE, f"{principal.sub}\n{request.request_id}\n{self.fingerprint}"
+        )
         created_at = datetime.now(UTC)
-        record = NewNotification(
+        # (model_construct: every value here is already validated; this runs per notification)
+        self.pending = IdempotencyRecord.model_construct(
+            state="pending", fingerprint=self.fingerprint, notification_id=str(nid)
+        )
+        self.record = NewNotification(
             notification_id=str(nid),
             request_id=request.request_id,
             channel=request.notification_type,
@@ -247,9 +386,22 @@ class NotificationIntake:
             language=request.language,
             owner=principal.sub,
         )
-        created = await self._status.create(record)
-        message = NotificationMessage(
+        self.response = NotificationAccepted.model_construct(
             notification_id=nid,
+            request_id=request.request_id,
+            status=Status.PENDING,
+            created_at=created_at,
+        )
+        self.remembered = True
+
+    @classmethod
+    def of(cls, principal: Principal, request: NotificationRequest) -> _Item:
+        return cls(principal, request)
+
+    def message(self) -> NotificationMessage:
+        request = self.request
+        return NotificationMessage.model_construct(
+            notification_id=self.response.notification_id,
             request_id=request.request_id,
             notification_type=request.notification_type,
             user_id=request.user_id,
@@ -258,36 +410,28 @@ class NotificationIntake:
             language=request.language,
             priority=request.priority,
             metadata=request.metadata or {},
-            created_at=created_at,
+            created_at=self.response.created_at,
         )
-        try:
-            await self._publisher.publish(
-                exchange=DIRECT_EXCHANGE,
-                routing_key=routing_key(request.notification_type),
-                body=message.to_bytes(),
-                message_id=str(nid),
-                correlation_id=get_correlation_id(),
-                headers={amqp_headers.ATTEMPTS: 0},
-                priority=request.priority,
-            )
-        except PublishFailed as exc:
-            if created:
-                await self._status.delete(record)
-            raise ServiceUnavailable(
-                "The message broker did not confirm the notification; nothing was queued. "
-                "Retry with the same request_id.",
-                code="broker_unavailable",
-                headers={"Retry-After": "1"},
-            ) from exc
-        log.info(
-            "notification.accepted",
-            notification_id=str(nid),
-            request_id=request.request_id,
-            channel=request.notification_type.value,
-        )
-        return NotificationAccepted(
-            notification_id=nid,
-            request_id=request.request_id,
-            status=Status.PENDING,
-            created_at=created_at,
-        )
+
+
+def _conflict() -> Conflict:
+    return Conflict(
+        "This request_id was already used with a different body.", code="idempotency_conflict"
+    )
+
+
+def _redis_unavailable() -> ServiceUnavailable:
+    return ServiceUnavailable(
+        "The idempotency store is unavailable; nothing was queued.",
+        code="redis_unavailable",
+        headers={"Retry-After": "1"},
+    )
+
+
+def _broker_unavailable() -> ServiceUnavailable:
+    return ServiceUnavailable(
+        "The message broker did not confirm the notification; nothing was queued. "
+        "Retry with the same request_id.",
+        code="broker_unavailable",
+        headers={"Retry-After": "1"},
+    )

@@ -5,10 +5,15 @@ the current version's key, so a change is visible to the next read, and a reader
 data just before the change stores it under the old version, where nobody looks. Entries are fresh
 for ``fresh_ttl`` seconds; after that they are refetched, but kept for ``stale_ttl`` so that a
 consumer keeps working from cache while the owning service is unreachable.
+
+Concurrent lookups of one entry in a process share a single read (and, on a miss, a single
+fetch): a batch of 1,000 notifications for one template costs one lookup, not a stampede of
+1,000 fetches on a cold cache or right after a change.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -42,6 +47,7 @@ class VersionedCache:
         self._keys = keys
         self._read = redis.register_script(_READ)
         self._bump = redis.register_script(_BUMP)
+        self._inflight: dict[tuple[str, str, str], asyncio.Future[Any]] = {}
 
     async def read(
         self, kind: str, ident: str, extra: str = ""
@@ -90,7 +96,38 @@ class VersionedCache:
         stale_ttl: int,
         extra: str = "",
     ) -> T:
-        """Return a fresh cached value, or fetch and cache it, or fall back to a stale one."""
+        """Return a fresh cached value, or fetch and cache it, or fall back to a stale one.
+        Callers asking for the same entry meanwhile wait for this one's answer."""
+        key = (kind, ident, extra)
+        shared = self._inflight.get(key)
+        if shared is None:
+            shared = asyncio.ensure_future(
+                self._get_through(
+                    kind, ident, fetch, fresh_ttl=fresh_ttl, stale_ttl=stale_ttl, extra=extra
+                )
+            )
+            self._inflight[key] = shared
+            shared.add_done_callback(lambda done: self._finished(key, done))
+        # shielded: one caller's cancellation must not cancel the others' lookup
+        result: T = await asyncio.shield(shared)
+        return result
+
+    def _finished(self, key: tuple[str, str, str], done: asyncio.Future[Any]) -> None:
+        if self._inflight.get(key) is done:
+            del self._inflight[key]
+        if not done.cancelled():
+            done.exception()  # retrieved, even if every caller was cancelled meanwhile
+
+    async def _get_through(
+        self,
+        kind: str,
+        ident: str,
+        fetch: Callable[[], Awaitable[T]],
+        *,
+        fresh_ttl: int,
+        stale_ttl: int,
+        extra: str,
+    ) -> T:
         version, entry = await self.read(kind, ident, extra)
         if entry is not None and time.time() - float(entry["fetched_at"]) < fresh_ttl:
             CACHE_LOOKUPS.labels(kind, "hit").inc()

@@ -7,7 +7,7 @@ nowhere else; the Redis status store enforces them atomically.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -139,8 +139,12 @@ class StatusStore(Protocol):
         """Record a new notification as ``pending``; False if it already exists."""
         ...
 
-    async def delete(self, n: NewNotification) -> None:
-        """Forget a notification that was never accepted (its publish was not confirmed)."""
+    async def create_many(self, notifications: Sequence[NewNotification]) -> list[bool]:
+        """:meth:`create` for each, at once; in order."""
+        ...
+
+    async def delete_many(self, notifications: Sequence[NewNotification]) -> None:
+        """Forget notifications that were never accepted (their publish was not confirmed)."""
         ...
 
     async def transition(

@@ -13,7 +13,7 @@ bounded by the retention whatever the load.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,6 +46,27 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _fields(n: NewNotification) -> list[str]:
+    """A new notification's hash, flattened to field/value pairs."""
+    created = n.created_at.isoformat()
+    return [
+        "notification_id", n.notification_id,
+        "request_id", n.request_id,
+        "notification_type", n.channel.value,
+        "user_id", n.user_id,
+        "template_code", n.template_code,
+        "priority", str(n.priority),
+        "language", n.language or "",
+        "status", Status.PENDING.value,
+        "attempts", "0",
+        "provider", "",
+        "last_error", "",
+        "owner", n.owner,
+        "created_at", created,
+        "updated_at", created,
+    ]  # fmt: skip
+
+
 def _event(kind: str, status: str | None, **details: Any) -> bytes:
     entry = {"at": _now().isoformat(), "event": kind, "status": status}
     entry.update({k: v for k, v in details.items() if v is not None})
@@ -69,45 +90,42 @@ class RedisStatusStore:
 
     async def create(self, n: NewNotification) -> bool:
         """Record a new notification as ``pending``; False if it already exists."""
-        fields: dict[str, str] = {
-            "notification_id": n.notification_id,
-            "request_id": n.request_id,
-            "notification_type": n.channel.value,
-            "user_id": n.user_id,
-            "template_code": n.template_code,
-            "priority": str(n.priority),
-            "language": n.language or "",
-            "status": Status.PENDING.value,
-            "attempts": "0",
-            "provider": "",
-            "last_error": "",
-            "owner": n.owner,
-            "created_at": n.created_at.isoformat(),
-            "updated_at": n.created_at.isoformat(),
-        }
-        flat = [x for kv in fields.items() for x in kv]
-        keys = [
-            self._keys.notification(n.notification_id),
-            self._keys.timeline(n.notification_id),
-            self._keys.history_stream(),
-        ]
-        event = _event("accepted", Status.PENDING.value, service="gateway")
-        created = await self._create(keys=keys, args=[self._ttl, event, self._history_max, *flat])
-        return bool(created)
+        [created] = await self.create_many([n])
+        return created
 
-    async def delete(self, n: NewNotification) -> None:
-        """Forget a notification that was never accepted (its publish was not confirmed); the
-        history gets a tombstone, so the recorder removes what the create had recorded."""
+    async def create_many(self, notifications: Sequence[NewNotification]) -> list[bool]:
+        """Record each as ``pending`` (one script, one round trip); False where it existed."""
+        if not notifications:
+            return []
+        keys = [self._keys.history_stream()]
+        args: list[Any] = [self._ttl, self._history_max]
+        for n in notifications:
+            fields = _fields(n)
+            keys += [
+                self._keys.notification(n.notification_id),
+                self._keys.timeline(n.notification_id),
+            ]
+            args += [_event("accepted", Status.PENDING.value, service="gateway"), len(fields)]
+            args += fields
+        created = await self._create(keys=keys, args=args)
+        return [bool(c) for c in created]
+
+    async def delete_many(self, notifications: Sequence[NewNotification]) -> None:
+        """Forget notifications that were never accepted (their publish was not confirmed); the
+        history gets a tombstone each, so the recorder removes what the create had recorded."""
+        if not notifications:
+            return
         pipe = self._redis.pipeline(transaction=True)
-        pipe.delete(
-            self._keys.notification(n.notification_id), self._keys.timeline(n.notification_id)
-        )
-        pipe.xadd(
-            self._keys.history_stream(),
-            {"t": n.notification_id},
-            maxlen=self._history_max,
-            approximate=True,
-        )
+        for n in notifications:
+            pipe.delete(
+                self._keys.notification(n.notification_id), self._keys.timeline(n.notification_id)
+            )
+            pipe.xadd(
+                self._keys.history_stream(),
+                {"t": n.notification_id},
+                maxlen=self._history_max,
+                approximate=True,
+            )
         await pipe.execute()
 
     async def transition(

@@ -133,7 +133,7 @@ async def test_a_withdrawn_notification_leaves_nothing_but_a_retry_is_recorded(
 ):
     n = _new()
     await store.create(n)
-    await store.delete(n)  # the broker did not confirm: never accepted
+    await store.delete_many([n])  # the broker did not confirm: never accepted
     first = await _stream(redis, keys)
     await store.create(n)  # the client's retry (the same notification id), confirmed this time
     retry = (await _stream(redis, keys))[len(first) :]

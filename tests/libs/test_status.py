@@ -40,6 +40,25 @@ async def test_create_is_pending_and_once(store):
     assert [e.event for e in record.timeline] == ["accepted"]
 
 
+async def test_many_are_created_in_one_script_each_as_alone(store, redis, keys):
+    existing, fresh = _new(), [_new() for _ in range(3)]
+    await store.create(existing)
+    assert await store.create_many([fresh[0], existing, fresh[1], fresh[2]]) == [
+        True,
+        False,
+        True,
+        True,
+    ]
+    for n in fresh:
+        record = await store.get(n.notification_id)
+        assert (record.status, record.request_id) == ("pending", n.request_id)
+        assert [e.event for e in record.timeline] == ["accepted"]
+    # each creation is in the outbox once, with its snapshot
+    entries = await redis.xrange(keys.history_stream())
+    assert len(entries) == 4
+    assert await store.create_many([]) == []
+
+
 async def test_transitions_follow_allowed_edges_and_build_a_timeline(store):
     n = _new()
     await store.create(n)
@@ -87,7 +106,7 @@ async def test_missing_notification_reports_missing(store):
 async def test_delete_forgets_everything_and_leaves_a_tombstone_for_the_history(store, redis, keys):
     n = _new()
     await store.create(n)
-    await store.delete(n)
+    await store.delete_many([n])
     assert await store.get(n.notification_id) is None
     assert (
         await redis.exists(keys.notification(n.notification_id), keys.timeline(n.notification_id))

@@ -78,9 +78,15 @@ class InMemoryStatusStore:
         ]
         return True
 
-    async def delete(self, n: NewNotification) -> None:
-        self.records.pop(n.notification_id, None)
-        self.timelines.pop(n.notification_id, None)
+    async def create_many(self, notifications: Sequence[NewNotification]) -> list[bool]:
+        if self.failure is not None:
+            raise self.failure
+        return [await self.create(n) for n in notifications]
+
+    async def delete_many(self, notifications: Sequence[NewNotification]) -> None:
+        for n in notifications:
+            self.records.pop(n.notification_id, None)
+            self.timelines.pop(n.notification_id, None)
 
     async def transition(
         self,
@@ -343,7 +349,7 @@ class InMemoryTemplates:
 
 
 class InMemoryIdempotencyStore:
-    """SET NX semantics: the first reservation wins; release only if unchanged."""
+    """Claims with SET NX semantics, key by key; release only if unchanged."""
 
     def __init__(self) -> None:
         self.records: dict[tuple[str, str], IdempotencyRecord] = {}
@@ -352,24 +358,29 @@ class InMemoryIdempotencyStore:
     async def read(self, scope: str, request_id: str) -> IdempotencyRecord | None:
         return self.records.get((scope, request_id))
 
-    async def reserve(
-        self, scope: str, request_id: str, record: IdempotencyRecord, ttl: int
-    ) -> bool:
-        if (scope, request_id) in self.records:
-            return False
-        self.records[(scope, request_id)] = record
-        return True
+    async def claim(
+        self, scope: str, claims: Sequence[tuple[str, IdempotencyRecord]], ttl: int
+    ) -> list[IdempotencyRecord | None]:
+        found: list[IdempotencyRecord | None] = []
+        for request_id, record in claims:
+            existing = self.records.get((scope, request_id))
+            if existing is None:
+                self.records[(scope, request_id)] = record
+            found.append(existing)
+        return found
 
-    async def release(self, scope: str, request_id: str, record: IdempotencyRecord) -> None:
-        if self.records.get((scope, request_id)) == record:
-            del self.records[(scope, request_id)]
+    async def release(self, scope: str, claims: Sequence[tuple[str, IdempotencyRecord]]) -> None:
+        for request_id, record in claims:
+            if self.records.get((scope, request_id)) == record:
+                del self.records[(scope, request_id)]
 
     async def settle(
-        self, scope: str, request_id: str, record: IdempotencyRecord, ttl: int
+        self, scope: str, records: Sequence[tuple[str, IdempotencyRecord]], ttl: int
     ) -> None:
         if self.settle_failure is not None:
             raise self.settle_failure
-        self.records[(scope, request_id)] = record
+        for request_id, record in records:
+            self.records[(scope, request_id)] = record
 
 
 @dataclass

@@ -17,6 +17,7 @@ from libs.clients.errors import UpstreamUnavailable
 from libs.http.auth import Principal, Role
 from libs.http.errors import Conflict, ServiceUnavailable, Unprocessable
 from libs.messaging import headers as H
+from libs.messaging.publisher import PublishFailed
 from libs.notification.message import Channel, NotificationMessage
 from libs.notification.status import Status
 from tests.support.fakes import (
@@ -211,6 +212,56 @@ async def test_a_confirmed_publish_whose_record_cannot_be_saved_is_reported_acce
 
 async def test_redis_down_before_the_publish_is_an_error_and_nothing_is_queued(gw):
     gw.status.failure = RedisConnectionError("connection refused")
-    with pytest.raises(RedisConnectionError):
-        await gw.intake.submit(CALLER, gw.request())
+    request = gw.request()
+    with pytest.raises(ServiceUnavailable) as refused:
+        await gw.intake.submit(CALLER, request)
+    assert refused.value.code == "redis_unavailable"
     assert gw.publisher.published == []
+    # the request id was given back: a retry once Redis is back is accepted
+    gw.status.failure = None
+    assert (await gw.intake.submit(CALLER, request)).replayed is False
+
+
+async def test_a_batch_answers_each_item_as_alone_and_in_order(gw):
+    stranger = gw.request(user_id=str(uuid.uuid4()))
+    twice = gw.request()
+    requests = [gw.request(), stranger, twice, twice, gw.request(template_code="nope")]
+    answers = await gw.intake.submit_many(CALLER, requests)
+    assert [type(a).__name__ for a in answers] == [
+        "Accepted",
+        "Unprocessable",
+        "Accepted",
+        "Accepted",
+        "Unprocessable",
+    ]
+    assert answers[1].code == "unknown_user"
+    assert answers[4].code == "unknown_template"
+    # a request id given twice in one batch is published once; the second is its replay
+    assert (answers[2].replayed, answers[3].replayed) == (False, True)
+    assert answers[2].response == answers[3].response
+    assert len(gw.publisher.published) == 2
+    # refused items gave their request ids back
+    assert (CALLER.sub, stranger.request_id) not in gw.idempotency.records
+
+
+async def test_a_batch_where_some_publishes_fail_reports_only_the_confirmed(gw):
+    requests = [gw.request() for _ in range(4)]
+    real_publish = gw.publisher.publish
+    refused_ids: set[str] = set()
+
+    async def flaky(**kwargs):
+        if len(refused_ids) < 2 and kwargs["message_id"] not in refused_ids:
+            refused_ids.add(kwargs["message_id"])
+            raise PublishFailed("nack (test)")
+        await real_publish(**kwargs)
+
+    gw.publisher.publish = flaky
+    answers = await gw.intake.submit_many(CALLER, requests)
+    refused = [a for a in answers if isinstance(a, ServiceUnavailable)]
+    assert len(refused) == 2
+    assert {r.code for r in refused} == {"broker_unavailable"}
+    published = {p.message_id for p in gw.publisher.published}
+    accepted = {str(a.response.notification_id) for a in answers if not isinstance(a, Exception)}
+    assert accepted == published
+    assert len(published) == 2
+    assert set(gw.status.records) == published  # no status left for what was not queued

@@ -1,0 +1,62 @@
+"""VersionedCache against Redis: concurrent lookups of one entry share one read and one fetch."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.asyncio import Redis
+
+from libs.clients.cache import VersionedCache
+from libs.clients.errors import UpstreamNotFound
+from libs.storage.redis import Keys
+
+
+async def test_a_cold_entry_asked_for_a_thousand_times_at_once_is_fetched_once(
+    redis: Redis, keys: Keys
+) -> None:
+    cache = VersionedCache(redis, keys)
+    fetches = 0
+
+    async def fetch() -> dict[str, str]:
+        nonlocal fetches
+        fetches += 1
+        await asyncio.sleep(0.05)  # the owning service answering
+        return {"type": "email"}
+
+    async def lookup(code: str) -> dict[str, str]:
+        return await cache.get_through("template", code, fetch, fresh_ttl=60, stale_ttl=600)
+
+    answers = await asyncio.gather(*(lookup("welcome") for _ in range(1000)))
+    assert answers == [{"type": "email"}] * 1000
+    assert fetches == 1
+    await asyncio.gather(*(lookup("other") for _ in range(10)), lookup("welcome"))
+    assert fetches == 2  # one more entry; "welcome" is now a hit
+    # after a change (a version bump) the next lookups fetch again, once
+    await cache.bump("template", "welcome")
+    await asyncio.gather(*(lookup("welcome") for _ in range(50)))
+    assert fetches == 3
+
+
+async def test_a_shared_failure_reaches_every_caller_and_a_cancelled_caller_leaves_the_rest(
+    redis: Redis, keys: Keys
+) -> None:
+    cache = VersionedCache(redis, keys)
+    release = asyncio.Event()
+
+    async def missing() -> dict[str, str]:
+        await release.wait()
+        raise UpstreamNotFound("template_service", "no such template", 404)
+
+    async def lookup() -> dict[str, str]:
+        return await cache.get_through("template", "gone", missing, fresh_ttl=60, stale_ttl=600)
+
+    callers = [asyncio.create_task(lookup()) for _ in range(5)]
+    await asyncio.sleep(0.01)
+    callers[0].cancel()
+    release.set()
+    results = await asyncio.gather(*callers, return_exceptions=True)
+    assert isinstance(results[0], asyncio.CancelledError)
+    assert all(isinstance(r, UpstreamNotFound) for r in results[1:])
+    with pytest.raises(UpstreamNotFound):  # nothing is kept of a failed lookup
+        await lookup()
