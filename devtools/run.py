@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from devtools import infra
@@ -56,6 +57,9 @@ class LauncherSettings(BaseSettings):
     admin_password: str = "admin12345!"
     demo_user_email: str = "demo@example.com"  # EmailStr refuses special-use domains (.local)
     demo_user_password: str = "demo-password-1"
+    # As a single-host deployment runs it: a gateway worker per core (at most 2 here, beside
+    # everything else on the machine); GATEWAY_WORKERS in the environment or .env wins.
+    gateway_workers: int = Field(default_factory=lambda: min(2, os.cpu_count() or 1), ge=1)
 
 
 def say(message: str) -> None:
@@ -237,6 +241,7 @@ def main() -> None:
     infra.ensure()
     env = base_env()
     env.setdefault("LOG_FORMAT", "console")
+    env["GATEWAY_WORKERS"] = str(settings.gateway_workers)
     RUN_DIR.mkdir(exist_ok=True)
     LOG_DIR.mkdir(exist_ok=True)
     for stale in [*LOG_DIR.glob("*.log"), INSTRUCTIONS]:  # this run's only
