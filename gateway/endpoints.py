@@ -32,7 +32,6 @@ from libs.http.errors import (
     Conflict,
     NotFound,
     RateLimited,
-    ServiceUnavailable,
     Unprocessable,
     validation_details,
 )
@@ -79,20 +78,13 @@ LimitedSender = Annotated[Principal, Depends(rate_limited)]
         409: {"description": "request_id reused with another body"},
         422: {"description": "Invalid body, unknown user or template"},
         429: {"description": "Rate limited"},
-        503: {"description": "Broker unavailable: nothing was queued"},
+        503: {"description": "Not accepted (broker or Redis unavailable): retry, same request_id"},
     },
 )
 async def send_notification(
     body: NotificationRequest, state: State, principal: LimitedSender
 ) -> JSONResponse:
-    try:
-        accepted = await state.intake.submit(principal, body)
-    except RedisError as exc:
-        raise ServiceUnavailable(
-            "The idempotency store is unavailable; nothing was queued.",
-            code="redis_unavailable",
-            headers={"Retry-After": "1"},
-        ) from exc
+    accepted = await state.intake.submit(principal, body)  # its errors are the answers
     message = "Already accepted (idempotent replay)." if accepted.replayed else "Accepted."
     if not accepted.remembered:
         message = (

@@ -265,7 +265,7 @@ class HistoryRecorder:
         self._retention = retention
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._purged_at = 0.0
+        self._purged_at: float | None = None  # loop.time() is the machine's uptime: not 0
 
     async def start(self) -> None:
         self._stopping = False
@@ -353,7 +353,7 @@ class HistoryRecorder:
         if self._retention is None:
             return
         loop = asyncio.get_running_loop()
-        if loop.time() - self._purged_at < 3600:
+        if self._purged_at is not None and loop.time() - self._purged_at < 3600:
             return
         self._purged_at = loop.time()
         cutoff = datetime.now(UTC) - self._retention

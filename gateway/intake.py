@@ -430,8 +430,8 @@ def _redis_unavailable() -> ServiceUnavailable:
 
 def _broker_unavailable() -> ServiceUnavailable:
     return ServiceUnavailable(
-        "The message broker did not confirm the notification; nothing was queued. "
-        "Retry with the same request_id.",
+        "The message broker did not confirm the notification, so it was not accepted. Retry "
+        "with the same request_id: it is delivered once even if the broker did take it.",
         code="broker_unavailable",
         headers={"Retry-After": "1"},
     )
