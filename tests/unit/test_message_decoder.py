@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from libs.notification.message import MAX_JSON_DEPTH, Channel, NotificationMessage
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.fuzz  # needs no server; make test and make test-fuzz run it
 
 PROPERTY = settings(
     max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]

@@ -17,7 +17,7 @@ from libs.notification.message import Channel
 from template_service.errors import MissingVariable, TemplateRenderFailed, TemplateSyntaxProblem
 from template_service.rendering import Content, RenderedContent, SandboxRenderer
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.fuzz  # needs no server; make test and make test-fuzz run it
 
 PROPERTY = settings(
     max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
