@@ -46,6 +46,10 @@ log = structlog.get_logger(__name__)
 
 NOTIFICATION_NAMESPACE = uuid.UUID("5d8c4a52-3f0e-4b5e-9a55-7c6b1f0e2a10")
 POLL_SECONDS = 0.02
+# A retry waits at most this long for the request holding its id before it is told 409
+# request_in_progress (Retry-After: 1): below the usual client timeouts. A holder cut off by a
+# Redis outage leaves its claim until the pending TTL, and a retry must not hang that long.
+IN_PROGRESS_WAIT_SECONDS = 10.0
 
 
 class UserCheck(Protocol):
@@ -85,6 +89,7 @@ class NotificationIntake:
         idempotency_ttl: int,
         pending_ttl: int,
         confirm_timeout: float,
+        in_progress_wait: float = IN_PROGRESS_WAIT_SECONDS,
     ) -> None:
         self._idempotency = idempotency
         self._status = status
@@ -94,6 +99,7 @@ class NotificationIntake:
         self._ttl = idempotency_ttl
         self._pending_ttl = pending_ttl
         self._confirm_timeout = confirm_timeout
+        self._in_progress_wait = in_progress_wait
 
     async def submit(self, principal: Principal, request: NotificationRequest) -> Accepted:
         """Accept one notification, or raise the error its answer is."""
@@ -142,7 +148,8 @@ class NotificationIntake:
     async def _after_the_other(self, principal: Principal, item: _Item) -> Accepted | AppError:
         """A request whose id another request holds: that one's answer once it has one, or this
         request accepted anew if the other gave the id up (its publish failed, or it crashed)."""
-        deadline = asyncio.get_running_loop().time() + self._pending_ttl + self._confirm_timeout
+        wait = min(self._pending_ttl + self._confirm_timeout, self._in_progress_wait)
+        deadline = asyncio.get_running_loop().time() + wait
         try:
             earlier = await self._earlier_answer(
                 principal.sub, item.request.request_id, item.fingerprint, deadline

@@ -34,7 +34,9 @@ CALLER = Principal(sub="billing-backend", role=Role.SERVICE, jti="j", exp=0)
 
 
 class Gateway:
-    def __init__(self, *, publish_delay: float = 0.0, pending_ttl: int = 30) -> None:
+    def __init__(
+        self, *, publish_delay: float = 0.0, pending_ttl: int = 30, in_progress_wait: float = 10.0
+    ) -> None:
         self.idempotency = InMemoryIdempotencyStore()
         self.status = InMemoryStatusStore()
         self.publisher = RecordingPublisher(delay=publish_delay)
@@ -50,6 +52,7 @@ class Gateway:
             idempotency_ttl=86400,
             pending_ttl=pending_ttl,
             confirm_timeout=1,
+            in_progress_wait=in_progress_wait,
         )
 
     def request(self, **overrides: object) -> NotificationRequest:
@@ -160,6 +163,23 @@ async def test_a_request_still_in_flight_past_its_window_is_409_in_progress():
         await gw.intake.submit(CALLER, request)
     assert error.value.code == "request_in_progress"
     slow.cancel()
+
+
+async def test_a_retry_never_waits_longer_than_the_in_progress_wait_for_a_stuck_holder():
+    # the holder's claim outlives it (a Redis cut kept it from releasing): the retry is told to
+    # come back, it is not held open until the claim's 30 s expire (clients time out before)
+    gw = Gateway(pending_ttl=30, in_progress_wait=0.2)
+    request = gw.request()
+    gw.publisher.delay = 60.0
+    stuck = asyncio.create_task(gw.intake.submit(CALLER, request))
+    await asyncio.sleep(0.01)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(Conflict) as error:
+        await gw.intake.submit(CALLER, request)
+    assert error.value.code == "request_in_progress"
+    assert error.value.headers == {"Retry-After": "1"}
+    assert asyncio.get_running_loop().time() - started < 5
+    stuck.cancel()
 
 
 @pytest.mark.parametrize(
