@@ -143,6 +143,7 @@ async def measure_intake(bench: Bench) -> dict[str, Any]:
             bench.minimal = None
         if setting:
             await bench.restart_gateway({})
+        await bench.purge_until_quiet(*WORK_QUEUES, MINIMAL_QUEUE)
         await bench.start_consumers()
     return {
         "workers_setting": setting or None,
@@ -163,7 +164,7 @@ async def _measure(bench: Bench, target: str, url: str, load: Load) -> dict[str,
     before = bench.stat.cpu()
     result = await run_for(url, load, bench.config.duration)
     used = cpu_delta(before, bench.stat.cpu())
-    await bench.purge(*WORK_QUEUES, MINIMAL_QUEUE)
+    await bench.purge_until_quiet(*WORK_QUEUES, MINIMAL_QUEUE)
     accepted = max(result.items, 1)
     process = "minimal endpoint" if target == "minimal" else "gateway"
     return result.summary() | {

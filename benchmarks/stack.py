@@ -114,6 +114,28 @@ class Bench:
             with suppress(Exception):
                 await channel.close()
 
+    async def purge_until_quiet(self, *queues: str, timeout: float = 60.0) -> None:
+        """Purge until nothing more arrives: requests wrk left in flight (a batch of 1,000 takes
+        seconds) are still published after it stops, and would otherwise be the first thing the
+        consumers deliver in the next phase, ahead of what it measures."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        quiet = 0
+        while quiet < 2 and asyncio.get_running_loop().time() < deadline:
+            await self.purge(*queues)
+            await asyncio.sleep(0.5)
+            quiet = quiet + 1 if await self.depth(*queues) == 0 else 0
+
+    async def depth(self, *queues: str) -> int:
+        total = 0
+        for name in queues:
+            channel = await self.broker.channel()
+            with suppress(aio_pika.exceptions.ChannelClosed):
+                queue = await channel.declare_queue(name, passive=True)
+                total += queue.declaration_result.message_count or 0
+            with suppress(Exception):
+                await channel.close()
+        return total
+
     async def stop_consumers(self) -> None:
         for name in CONSUMERS:
             for process in self.system.stack.find(name):
