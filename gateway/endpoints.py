@@ -75,7 +75,7 @@ LimitedSender = Annotated[Principal, Depends(rate_limited)]
     response_model=Envelope[NotificationAccepted],
     summary="Send a notification (accepted once the broker confirmed it)",
     responses={
-        409: {"description": "request_id reused with another body"},
+        409: {"description": "request_id reused with another body, or still in progress (retry)"},
         422: {"description": "Invalid body, unknown user or template"},
         429: {"description": "Rate limited"},
         503: {"description": "Not accepted (broker or Redis unavailable): retry, same request_id"},
