@@ -57,6 +57,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                     engine,
                     keys.history_stream(),
                     consumer=f"gateway-{uuid.uuid4().hex[:12]}",
+                    linger_ms=settings.history_linger_ms,
                     retention=timedelta(days=settings.history_retention_days),
                 )
                 await recorder.start()

@@ -7,6 +7,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.history import (
@@ -22,6 +24,7 @@ from libs.notification.status import NewNotification, Status
 from libs.storage.db import create_engine
 from libs.storage.status_store import RedisStatusStore
 from tests.gateway.test_status_and_ops import _send, recorded
+from tests.support.proxy import TcpProxy
 
 
 def _new(channel: Channel = Channel.EMAIL, user: str | None = None, minutes_ago: int = 0):
@@ -185,6 +188,69 @@ async def test_a_crashed_recorders_entries_are_taken_over(store, redis, keys, en
     )
     assert await survivor.record_once(block_ms=10) == 1
     assert await NotificationHistory(engine).get(n.notification_id) is not None
+
+
+async def test_a_batch_whose_write_failed_is_written_first_when_postgresql_is_back(
+    store, redis, keys, gateway_database_url
+):
+    """The recorder reads its own unacknowledged entries again only after a failure: those are
+    the ones a cut database left behind, and none is lost or waits for another consumer."""
+    url = make_url(gateway_database_url)
+    proxy = await TcpProxy(url.host or "127.0.0.1", url.port or 5432).start()
+    engine = create_engine(
+        url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False),
+        pool_size=1,
+    )
+    recorder = HistoryRecorder(redis, engine, keys.history_stream(), consumer="r", block_ms=10)
+    try:
+        first = [_new() for _ in range(3)]
+        for n in first:
+            await store.create(n)
+        await proxy.cut()
+        with pytest.raises((OSError, SQLAlchemyError)):
+            await recorder.record_once(block_ms=10)
+        await proxy.restore()
+        later = _new()
+        await store.create(later)
+        assert await recorder.record_once(block_ms=10) == 3  # the failed batch, before anything new
+        assert await recorder.record_once(block_ms=10) == 1
+        assert await redis.xlen(keys.history_stream()) == 0
+        history = NotificationHistory(engine)
+        for n in [*first, later]:
+            assert await history.get(n.notification_id) is not None
+    finally:
+        await engine.dispose()
+        await proxy.close()
+
+
+async def test_under_a_trickle_the_recorder_lingers_and_writes_larger_batches(
+    store, redis, keys, engine
+):
+    recorder = HistoryRecorder(
+        redis, engine, keys.history_stream(), consumer="r", block_ms=10, linger_ms=400
+    )
+    sizes: list[int] = []
+    record_once = recorder.record_once
+
+    async def counted(block_ms: int | None = None) -> int:
+        sizes.append(await record_once(block_ms))
+        return sizes[-1]
+
+    recorder.record_once = counted  # type: ignore[method-assign]
+    await recorder.start()
+    try:
+        for _ in range(40):  # 40 notifications over about 1 s
+            await store.create(_new())
+            await asyncio.sleep(0.025)
+        for _ in range(100):
+            if await redis.xlen(keys.history_stream()) == 0:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await recorder.stop()
+    written = [n for n in sizes if n]
+    assert sum(written) == 40
+    assert len(written) <= 6, written  # without the linger: one small batch per notification
 
 
 async def test_notifications_past_the_retention_are_purged(store, redis, keys, engine):
