@@ -4,7 +4,8 @@
   uvicorn with 1 or 2 workers, driven by the same wrk script as the gateway;
 - SMTP: aiosmtplib straight into the same sink process, with pooled connections, messages built
   beforehand, and again building each one with the standard library's ``email`` package;
-- FCM: httpx straight to the same FCM stand-in, as many requests in flight as push_service has.
+- FCM: aiohttp (push_service's client) and httpx (the issue's reference) straight to the same FCM
+  stand-in, as many requests in flight as push_service has; the faster is the stand-in's ceiling.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Any
 
+import aiohttp
 import aiosmtplib
 import httpx
 import jwt
+import orjson
 
 from benchmarks.config import ROOT, BenchFailure
 from tests.support.servers import free_port
@@ -146,36 +149,64 @@ async def smtp_ceiling(
         await asyncio.gather(*(client.quit() for client in clients), return_exceptions=True)
 
 
+FCM_CLIENTS = ("aiohttp", "httpx")
+
+
 async def fcm_ceiling(
-    base_url: str, project: str, seconds: float, concurrency: int
+    base_url: str, project: str, seconds: float, concurrency: int, *, client: str
 ) -> dict[str, Any]:
-    """FCM v1 sends per second to the stand-in with ``concurrency`` requests in flight (HTTP/1.1,
-    as push_service's client)."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    """FCM v1 sends per second to the stand-in with ``concurrency`` requests in flight over
+    HTTP/1.1, from ``client`` (one of :data:`FCM_CLIENTS`)."""
     tag = uuid.uuid4().hex[:8]
-    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
-        claims = {"iss": "bench", "scope": FCM_SCOPE}
-        assertion = jwt.encode(claims, "the stand-in does not check it" * 2, algorithm="HS256")
-        grant = await http.post(
-            f"{base_url}/token",
-            data={
-                "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
-                "assertion": assertion,
-            },
-        )
-        headers = {"Authorization": f"Bearer {grant.json()['access_token']}"}
-        url = f"{base_url}/v1/projects/{project}/messages:send"
+    url = f"{base_url}/v1/projects/{project}/messages:send"
 
-        async def send(worker: int, n: int) -> None:
-            i = n * concurrency + worker
-            message = {
-                "token": f"ceiling-device-{worker}",
-                "notification": {"title": f"Hi Reader {i}", "body": "Open the link"},
-                "data": {"notification_id": f"ceiling-{tag}-{i}", "link": "https://example.com"},
-                "android": {"priority": "normal"},
-            }
-            response = await http.post(url, json={"message": message}, headers=headers)
-            if response.status_code != 200:
-                raise BenchFailure(f"FCM stand-in: {response.status_code} {response.text[:200]}")
+    def body(worker: int, n: int) -> bytes:
+        i = n * concurrency + worker
+        message = {
+            "token": f"ceiling-device-{worker}",
+            "notification": {"title": f"Hi Reader {i}", "body": "Open the link"},
+            "data": {"notification_id": f"ceiling-{tag}-{i}", "link": "https://example.com"},
+            "android": {"priority": "normal"},
+        }
+        return orjson.dumps({"message": message})
 
-        return await _for_a_while(seconds, concurrency, send)
+    if client == "httpx":
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+            headers = _fcm_headers(await _fcm_token_httpx(http, base_url))
+
+            async def send_httpx(worker: int, n: int) -> None:
+                response = await http.post(url, content=body(worker, n), headers=headers)
+                _check_fcm(response.status_code, response.content)
+
+            return await _for_a_while(seconds, concurrency, send_httpx)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async with session.post(f"{base_url}/token", data=_fcm_grant()) as grant:
+            headers = _fcm_headers(str((await grant.json())["access_token"]))
+
+        async def send_aiohttp(worker: int, n: int) -> None:
+            async with session.post(url, data=body(worker, n), headers=headers) as response:
+                _check_fcm(response.status, await response.read())
+
+        return await _for_a_while(seconds, concurrency, send_aiohttp)
+
+
+def _fcm_grant() -> dict[str, str]:
+    claims = {"iss": "bench", "scope": FCM_SCOPE}
+    assertion = jwt.encode(claims, "the stand-in does not check it" * 2, algorithm="HS256")
+    return {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": assertion}
+
+
+async def _fcm_token_httpx(http: httpx.AsyncClient, base_url: str) -> str:
+    grant = await http.post(f"{base_url}/token", data=_fcm_grant())
+    return str(grant.json()["access_token"])
+
+
+def _fcm_headers(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+
+def _check_fcm(status: int, body: bytes) -> None:
+    if status != 200:
+        raise BenchFailure(f"FCM stand-in: {status} {body[:200]!r}")

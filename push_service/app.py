@@ -26,8 +26,8 @@ def create_app(settings: PushSettings | None = None) -> FastAPI:
             project_id=project,
             base_url=settings.fcm_base_url,
             tokens=AccessTokens(info),
-            http=deps.http,
             timeout=settings.fcm_timeout_seconds,
+            max_connections=settings.consumer_prefetch,
         )
         guarded = guard(
             provider,

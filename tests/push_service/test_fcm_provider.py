@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from devtools.fcm_stub import FcmStubState, create_fcm_stub, service_account
@@ -28,10 +27,9 @@ async def fcm():
 async def provider(fcm):
     _state, url = fcm
     account = service_account(f"{url}/token", project_id="demo-project")
-    async with httpx.AsyncClient(timeout=5) as http:
-        yield FcmProvider(
-            project_id="demo-project", base_url=url, tokens=AccessTokens(account), http=http
-        )
+    provider = FcmProvider(project_id="demo-project", base_url=url, tokens=AccessTokens(account))
+    yield provider
+    await provider.close()
 
 
 def message(token: str = "device-1") -> dict[str, object]:
@@ -85,12 +83,14 @@ async def test_revoked_access_token_is_refreshed_once(fcm, provider):
 
 async def test_unreachable_fcm_is_transient():
     account = service_account("http://127.0.0.1:9/token")
-    async with httpx.AsyncClient(timeout=1) as http:
-        provider = FcmProvider(
-            project_id="p", base_url="http://127.0.0.1:9", tokens=AccessTokens(account), http=http
-        )
+    provider = FcmProvider(
+        project_id="p", base_url="http://127.0.0.1:9", tokens=AccessTokens(account), timeout=1
+    )
+    try:
         with pytest.raises(TransientProviderError):
             await provider.send(message())
+    finally:
+        await provider.close()
 
 
 async def test_fcm_taking_the_message_and_answering_too_late_is_an_unknown_outcome(fcm):
@@ -99,14 +99,42 @@ async def test_fcm_taking_the_message_and_answering_too_late_is_an_unknown_outco
     state, url = fcm
     state.mode, state.answer_after = "slow", 3.0
     account = service_account(f"{url}/token", project_id="demo-project")
-    async with httpx.AsyncClient(timeout=5) as http:
-        provider = FcmProvider(
-            project_id="demo-project",
-            base_url=url,
-            tokens=AccessTokens(account),
-            http=http,
-            timeout=0.5,
-        )
+    provider = FcmProvider(
+        project_id="demo-project", base_url=url, tokens=AccessTokens(account), timeout=0.5
+    )
+    try:
         with pytest.raises(OutcomeUnknown):
             await provider.send(message("device-9"))
+    finally:
+        await provider.close()
     assert len(state.delivered_to("device-9")) == 1
+
+
+async def test_answers_that_are_not_fcm_json_are_classified_by_their_status():
+    """A proxy's HTML error page is a transient error naming the status; a 200 whose body is
+    unreadable is still a send (only its message id is missing), never a resend."""
+    from fastapi import FastAPI, Response
+
+    answers = iter([(503, b"<html>Bad gateway</html>"), (200, b"not json")])
+    stub = FastAPI()
+
+    @stub.post("/v1/projects/p/messages:send")
+    async def send() -> Response:
+        status, body = next(answers)
+        return Response(body, status_code=status, media_type="text/html")
+
+    async with live_server(stub, port=free_port()) as url:
+        account = service_account(f"{url}/token", project_id="p")
+        tokens = AccessTokens(account)
+        tokens._credentials.token = "static"  # no OAuth endpoint on this stub
+        tokens._credentials.expiry = None
+        provider = FcmProvider(project_id="p", base_url=url, tokens=tokens, timeout=2)
+        try:
+            with pytest.raises(TransientProviderError) as error:
+                await provider.send(message())
+            assert "503" in str(error.value)
+            result = await provider.send(message())
+            assert result.provider == "fcm"
+            assert result.provider_message_id is None
+        finally:
+            await provider.close()
