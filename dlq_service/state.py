@@ -17,7 +17,7 @@ from dlq_service.delivery_health import DeliveryProbe
 from dlq_service.jobs import RepublishJobs
 from dlq_service.notifications import NotificationHistory
 from dlq_service.service import DlqService
-from libs.http.auth import JwksVerifier
+from libs.http.auth import TokenVerifier
 from libs.http.state import state_dependency
 from libs.messaging.consumer import QueueConsumer
 from libs.messaging.publisher import ConfirmedPublisher
@@ -33,7 +33,7 @@ class DlqState:
     http: httpx.AsyncClient
     statuses: StatusStore
     publisher: ConfirmedPublisher
-    verifier: JwksVerifier
+    verifier: TokenVerifier
     dlq: DlqService
     consumer: QueueConsumer[bytes]
     connection: AbstractRobustConnection

@@ -32,7 +32,6 @@ from libs.http.lifespan import (
     redis_ready,
 )
 from libs.http.state import lifespan_state
-from libs.http.token_cache import CachedVerifier
 from libs.storage.ratelimit import TokenBuckets
 from libs.storage.redis import Keys
 from libs.storage.status_store import RedisStatusStore
@@ -80,7 +79,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                     redis, rate=settings.rate_limit_per_second, capacity=settings.rate_limit_burst
                 ),
                 publisher=publisher,
-                verifier=CachedVerifier(jwks_verifier(settings, http)),
+                verifier=jwks_verifier(settings, http),
                 intake=NotificationIntake(
                     idempotency=RedisIdempotencyStore(redis, keys),
                     status=status,

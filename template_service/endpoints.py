@@ -52,7 +52,8 @@ LanguageQuery = Annotated[
 PageQuery = Annotated[Pagination, Query()]
 
 
-def get_service(state: State, session: SessionDep) -> TemplateService:
+async def get_service(state: State, session: SessionDep) -> TemplateService:
+    """``async``: a plain function dependency would be run in a worker thread for each request."""
     return TemplateService(
         TemplateRepository(session),
         state.renderer,

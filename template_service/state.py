@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from libs.clients.cache import VersionedCache
-from libs.http.auth import JwksVerifier
+from libs.http.auth import TokenVerifier
 from libs.http.state import state_dependency
 from template_service.active import ActiveTemplates
 from template_service.config import TemplateSettings
@@ -27,7 +27,7 @@ class TemplateServiceState:
     cache: VersionedCache
     renderer: SandboxRenderer
     active: ActiveTemplates
-    verifier: JwksVerifier
+    verifier: TokenVerifier
 
 
 template_service_state = state_dependency(TemplateServiceState)

@@ -21,6 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from libs.http.app import MetricsRefresh, ReadinessCheck
 from libs.http.auth import JWKS_PATH, JwksVerifier
+from libs.http.token_cache import CachedVerifier
 from libs.messaging.connection import open_broker
 from libs.messaging.publisher import ConfirmedPublisher
 from libs.messaging.queue_stats import QueueStats
@@ -60,15 +61,18 @@ def open_http_client(
     return http
 
 
-def jwks_verifier(settings: ServiceSettings, http: httpx.AsyncClient) -> JwksVerifier:
-    """Verifies tokens with user_service's public keys (cached; refetched for an unknown kid)."""
-    return JwksVerifier(
-        f"{settings.user_service_url.rstrip('/')}{JWKS_PATH}",
-        http,
-        issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience,
-        cache_seconds=settings.jwks_cache_seconds,
-        fetch_timeout=settings.http_timeout_seconds,
+def jwks_verifier(settings: ServiceSettings, http: httpx.AsyncClient) -> CachedVerifier:
+    """Verifies tokens with user_service's public keys (cached; refetched for an unknown kid);
+    a token verified once is remembered until it expires (:mod:`libs.http.token_cache`)."""
+    return CachedVerifier(
+        JwksVerifier(
+            f"{settings.user_service_url.rstrip('/')}{JWKS_PATH}",
+            http,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            cache_seconds=settings.jwks_cache_seconds,
+            fetch_timeout=settings.http_timeout_seconds,
+        )
     )
 
 
