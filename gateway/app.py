@@ -28,6 +28,7 @@ from libs.http.lifespan import (
     open_http_client,
     open_messaging,
     open_redis,
+    open_service_session,
     publisher_ready,
     redis_ready,
 )
@@ -65,7 +66,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             users = templates = None
             if settings.verify_references:
                 cache = VersionedCache(redis, keys)
-                services = own_services(settings, http)
+                services = own_services(settings, open_service_session(stack, settings))
                 users = UserDirectory(services.user_service, cache)
                 templates = TemplateCatalog(services.template_service, cache)
             state = GatewayState(

@@ -35,6 +35,7 @@ from libs.http.lifespan import (
     open_http_client,
     open_messaging,
     open_redis,
+    open_service_session,
     queue_stats_refresh,
     redis_ready,
 )
@@ -167,7 +168,7 @@ def create_delivery_app(
 
             keys = Keys(settings.redis_key_prefix)
             cache = VersionedCache(redis, keys)
-            services = own_services(settings, http)
+            services = own_services(settings, open_service_session(stack, settings))
             users = UserDirectory(
                 services.user_service,
                 cache,

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from typing import Any, Protocol
 
+import aiohttp
 import httpx
 from aio_pika.abc import AbstractRobustConnection
 from fastapi import Request
@@ -59,6 +60,20 @@ def open_http_client(
     )
     stack.push_async_callback(http.aclose)
     return http
+
+
+def open_service_session(
+    stack: AsyncExitStack, settings: ServiceSettings, *, max_connections: int = 100
+) -> aiohttp.ClientSession:
+    """The session for calls to our own services (:mod:`libs.clients.http`)."""
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(
+            limit=max_connections, keepalive_timeout=CLIENT_KEEPALIVE_EXPIRY_SECONDS
+        ),
+        timeout=aiohttp.ClientTimeout(total=settings.http_timeout_seconds),
+    )
+    stack.push_async_callback(session.close)
+    return session
 
 
 def jwks_verifier(settings: ServiceSettings, http: httpx.AsyncClient) -> CachedVerifier:

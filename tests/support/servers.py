@@ -6,7 +6,7 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import uvicorn
@@ -58,10 +58,13 @@ async def app_client(app: FastAPI) -> AsyncIterator[AppClient]:
 
 
 @asynccontextmanager
-async def live_server(app: FastAPI, port: int | None = None) -> AsyncIterator[str]:
-    """Serve ``app`` with uvicorn on 127.0.0.1; yields the base URL."""
+async def live_server(
+    app: FastAPI | ASGIApp, port: int | None = None, *, lifespan: Literal["on", "off"] = "on"
+) -> AsyncIterator[str]:
+    """Serve ``app`` with uvicorn on 127.0.0.1; yields the base URL. ``lifespan="off"`` serves
+    an app already running in-process (an :class:`AppClient`'s ``asgi``) over a real socket."""
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan=lifespan)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
+import aiohttp
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlmodel import select
@@ -15,7 +15,7 @@ from libs.clients.templates import RenderClient
 from libs.storage.redis import Keys
 from template_service.models import Template
 from template_service.state import TemplateServiceState
-from tests.support.servers import AppClient
+from tests.support.servers import AppClient, live_server
 from tests.template_service.conftest import TemplateApi, TokenFactory
 from tests.template_service.factories import push_template
 
@@ -72,37 +72,42 @@ async def test_cache_is_bumped_only_after_the_change_is_committed(
 
 async def test_delivery_side_cache_sees_every_change(
     api: TemplateApi,
-    client: httpx.AsyncClient,
+    client: AppClient,
     redis: Redis,
     keys: Keys,
     token_factory: TokenFactory,
 ) -> None:
     requests: list[str] = []
 
-    async def count(request: httpx.Request) -> None:
-        requests.append(request.url.path)
+    async def count(
+        _session: aiohttp.ClientSession, _context: object, params: aiohttp.TraceRequestStartParams
+    ) -> None:
+        requests.append(params.url.path)
 
-    client.event_hooks["request"].append(count)
-    service = ServiceClient(
-        "template_service", "http://testserver", client, FixedToken(token_factory("service"))
-    )
-    renderer = RenderClient(service, VersionedCache(redis, keys))
-    variables: dict[str, Any] = {"name": "Ana", "avatar": "a", "link": "herald://x"}
-    await api.create(push_template(content="first {{ name }}"))
-    requests.clear()
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(count)
+    async with (
+        live_server(client.asgi, lifespan="off") as url,
+        aiohttp.ClientSession(trace_configs=[trace]) as http,
+    ):
+        service = ServiceClient("template_service", url, http, FixedToken(token_factory("service")))
+        renderer = RenderClient(service, VersionedCache(redis, keys))
+        variables: dict[str, Any] = {"name": "Ana", "avatar": "a", "link": "herald://x"}
+        await api.create(push_template(content="first {{ name }}"))
+        requests.clear()
 
-    one = await renderer.render("welcome_push", None, variables)
-    two = await renderer.render("welcome_push", None, variables)
-    assert (one.body, two.body, one.version) == ("first Ana", "first Ana", 1)
-    assert len(requests) == 1  # the second came from Redis
+        one = await renderer.render("welcome_push", None, variables)
+        two = await renderer.render("welcome_push", None, variables)
+        assert (one.body, two.body, one.version) == ("first Ana", "first Ana", 1)
+        assert len(requests) == 1  # the second came from Redis
 
-    await api.update("welcome_push", {"content": "second {{ name }}"})
-    three = await renderer.render("welcome_push", None, variables)
-    assert (three.body, three.version) == ("second Ana", 2)
+        await api.update("welcome_push", {"content": "second {{ name }}"})
+        three = await renderer.render("welcome_push", None, variables)
+        assert (three.body, three.version) == ("second Ana", 2)
 
-    await api.request("POST", "/api/v1/templates/welcome_push/versions/1/activate")
-    four = await renderer.render("welcome_push", None, variables)
-    assert (four.body, four.version) == ("first Ana", 1)
+        await api.request("POST", "/api/v1/templates/welcome_push/versions/1/activate")
+        four = await renderer.render("welcome_push", None, variables)
+        assert (four.body, four.version) == ("first Ana", 1)
 
 
 class BrokenCache(VersionedCache):

@@ -3,11 +3,13 @@ delivery services reading through libs.clients.users see the change on their nex
 
 from __future__ import annotations
 
+import aiohttp
 import pytest
 
 from libs.clients.cache import VersionedCache
 from libs.clients.http import ServiceClient, ServiceTokenProvider
 from libs.clients.users import UserDirectory
+from tests.support.servers import live_server
 from tests.user_service.conftest import SERVICE_EMAIL, SERVICE_PASSWORD, register
 
 
@@ -127,11 +129,15 @@ async def test_a_refused_change_bumps_nothing(client, alice, bob, redis, keys):
 
 
 async def test_delivery_services_see_changes_on_their_next_read(client, alice, redis, keys):
-    tokens = ServiceTokenProvider(client, "http://testserver", SERVICE_EMAIL, SERVICE_PASSWORD)
-    directory = UserDirectory(
-        ServiceClient("user_service", "http://testserver", client, tokens),
-        VersionedCache(redis, keys),
-    )
+    async with live_server(client.asgi, lifespan="off") as url, aiohttp.ClientSession() as http:
+        tokens = ServiceTokenProvider(http, url, SERVICE_EMAIL, SERVICE_PASSWORD)
+        directory = UserDirectory(
+            ServiceClient("user_service", url, http, tokens), VersionedCache(redis, keys)
+        )
+        await _directory_sees_changes(client, alice, directory)
+
+
+async def _directory_sees_changes(client, alice, directory: UserDirectory) -> None:
     assert (await directory.get_preferences(alice.id)).push is True
     assert (await directory.get_user(alice.id)).push_tokens == []
 
