@@ -95,14 +95,14 @@ async def measure_intake(bench: Bench) -> dict[str, Any]:
     try:
         for workers in config.workers:
             gateway_runs = workers == 1 or bool(setting)
-            bench.minimal = await asyncio.to_thread(
-                MinimalServer(
-                    workers,
-                    amqp_url=bench.amqp_url,
-                    redis_url=bench.redis_url,
-                    redis_prefix=bench.redis_prefix,
-                ).start
+            # known to the bench before it starts: a run stopped meanwhile still stops it
+            bench.minimal = MinimalServer(
+                workers,
+                amqp_url=bench.amqp_url,
+                redis_url=bench.redis_url,
+                redis_prefix=bench.redis_prefix,
             )
+            await asyncio.to_thread(bench.minimal.start)
             if setting:
                 env = {name: str(workers) for name in setting}
                 processes[f"w{workers}"] = await bench.restart_gateway(env)
