@@ -511,8 +511,9 @@ what each used per second while idle, before any load (shared servers: other use
   uvloop, httptools) with as many workers; queues purged after each measurement. The gateway's
   per-caller rate limit is raised out of the way (its check still runs).
 - **Ceilings**: aiosmtplib over pooled connections into the same SMTP sink process, messages
-  prebuilt or built each with `email.message.EmailMessage`; httpx to the same FCM stand-in with as
-  many requests in flight as push_service's prefetch.
+  prebuilt or built each with `email.message.EmailMessage`; aiohttp (push_service's client) and
+  httpx to the same FCM stand-in with as many requests in flight as push_service's prefetch; the
+  faster of the two is the FCM ceiling.
 - **End to end**: wrk sends exactly N unique notifications and records each accepted one's
   notification id and send time; the sink and the FCM stand-in (processes of their own) record
   each arrival; the run fails when any accepted notification is missing or arrives twice.
