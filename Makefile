@@ -13,7 +13,7 @@ PY := $(VENV)/bin/python
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: install tools chromium run test test-unit test-fast test-e2e test-chaos test-cluster test-fuzz lint format bench clean
+.PHONY: install tools chromium run test test-unit test-fast test-e2e test-chaos test-cluster test-fuzz lint format bench profile clean
 
 # The fast tier runs with every server URL pointing at a closed port: it proves it needs none.
 CLOSED := 127.0.0.1:1
@@ -98,6 +98,12 @@ format: install
 bench: install tools
 	$(PY) -m devtools.infra
 	$(PY) -m benchmarks
+
+# Where each process spends its CPU under the bench's loads (py-spy; a few minutes): prints the
+# shares by part that docs/benchmarks.md quotes; the raw profiles stay in BENCH_WORKDIR.
+profile: install tools
+	$(PY) -m devtools.infra
+	$(PY) -m benchmarks.profiles
 
 clean:
 	rm -rf .venv .tools .run .mypy_cache .ruff_cache

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -20,19 +19,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import harness, report
-from benchmarks.config import BenchConfig, BenchFailure, Progress
+from benchmarks.config import BenchConfig, BenchFailure, Progress, run_until_stopped
 from tests.support.isolation import VhostPool
 
 
 async def main() -> int:
     config = BenchConfig.from_env()
     say = Progress()
-    # SIGTERM or Ctrl-C: cancel the run, so the services, the sink and wrk are stopped on the way
-    # out instead of being left running
-    task = asyncio.current_task()
-    assert task is not None
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(signum, task.cancel)
     say(f"bench: {config.command}; phases {', '.join(config.phases)}")
     pool = VhostPool(batch=2)
     try:
@@ -60,10 +53,4 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    import uvloop  # the services' loop: the ceilings' clients run on it too
-
-    try:
-        sys.exit(uvloop.run(main()))
-    except asyncio.CancelledError:
-        print("bench: stopped; every process it started has been stopped", file=sys.stderr)
-        sys.exit(130)
+    run_until_stopped(main, "bench")

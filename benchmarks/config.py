@@ -6,11 +6,15 @@ variable set beside it wins. Every option, its default and its meaning is in ``O
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any, NoReturn
 
 ROOT = Path(__file__).resolve().parent.parent
 PHASES = ("intake", "ceilings", "e2e")
@@ -110,6 +114,26 @@ class BenchConfig:
 
 class BenchFailure(Exception):
     """The run cannot be trusted (a notification lost or duplicated, a run that stalled)."""
+
+
+def run_until_stopped(main: Callable[[], Coroutine[Any, Any, int]], name: str) -> NoReturn:
+    """Run ``main`` on uvloop (the services' loop) and exit with its code. SIGTERM or Ctrl-C
+    cancels it, so the services, the stand-ins and wrk are stopped on the way out instead of
+    being left running."""
+    import uvloop
+
+    async def cancellable() -> int:
+        task = asyncio.current_task()
+        assert task is not None
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(signum, task.cancel)
+        return await main()
+
+    try:
+        sys.exit(uvloop.run(cancellable()))
+    except asyncio.CancelledError:
+        print(f"{name}: stopped; every process it started has been stopped", file=sys.stderr)
+        sys.exit(130)
 
 
 class Progress:

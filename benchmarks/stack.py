@@ -74,6 +74,10 @@ class Bench:
     def _pids(self, service: str) -> Callable[[], list[int]]:
         return lambda: [process.popen.pid for process in self.system.stack.find(service)]
 
+    def pids(self, service: str) -> list[int]:
+        """The running processes of ``service`` (more than one with several workers)."""
+        return self._pids(service)()
+
     @property
     def gateway(self) -> str:
         return self.system.url("gateway")

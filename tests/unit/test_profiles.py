@@ -1,0 +1,39 @@
+"""make profile's grouping of py-spy samples into the parts docs/benchmarks.md quotes."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.profiles import OTHER, shares, table
+
+pytestmark = pytest.mark.unit
+
+FRAMEWORK = "HTTP server and framework (uvicorn, Starlette, FastAPI, our middleware)"
+RAW = [
+    # the recorder owns its Redis calls: the part that owns a stack wins over its innermost frame
+    "run (uvicorn/main.py:1);HistoryRecorder._run (gateway/history.py:1);"
+    "Redis.execute_command (redis/asyncio/client.py:1) 30",
+    # otherwise the innermost frame decides: our endpoint's Redis call is a Redis call
+    "run (uvicorn/main.py:1);Starlette.__call__ (starlette/applications.py:1);"
+    "submit (gateway/intake.py:1);AutoPipelineRedis._send (libs/storage/redis.py:1) 50",
+    "run (uvicorn/main.py:1);Starlette.__call__ (starlette/applications.py:1) 15",
+    "Runner.run (asyncio/runners.py:118) 5",
+    "not a profile line",
+]
+
+
+def test_samples_are_grouped_by_the_part_that_owns_or_ends_their_stack():
+    assert shares(RAW) == {
+        "Redis calls": 50.0,
+        "history recorder (Redis stream to PostgreSQL)": 30.0,
+        FRAMEWORK: 15.0,
+        OTHER: 5.0,
+    }
+
+
+def test_the_table_has_a_column_per_profile_and_a_row_per_part_seen():
+    rendered = table({"single: gateway": shares(RAW), "empty": {}})
+    lines = rendered.splitlines()
+    assert lines[0] == "| share of samples | single: gateway | empty |"
+    assert "| Redis calls | 50 % |  |" in lines
+    assert not any(line.startswith("| JWT verification") for line in lines)
