@@ -284,7 +284,11 @@ async def test_statuses_and_timelines_survive_redis_losing_its_data(
         await gateway.post("/api/v1/email/status/", json=report, headers=headers)
     ).status_code == 200
     await recorded(gateway, *sent)
-    await asyncio.sleep(0.2)  # the receipt's entry, too
+    for _ in range(200):  # the receipt's entry, too
+        logged = await gateway.state.history.get(nid)
+        if logged is not None and "receipt" in [e.event for e in logged.timeline]:
+            break
+        await asyncio.sleep(0.025)
     before = {
         s["notification_id"]: (
             await gateway.get(f"/api/v1/notifications/{s['notification_id']}", headers=headers)

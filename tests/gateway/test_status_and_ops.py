@@ -23,7 +23,8 @@ async def _send(gateway, mint, **overrides):
 
 async def recorded(gateway, *sent) -> None:
     """Wait until the history recorder has moved these notifications into PostgreSQL (the list
-    reads from there; the recorder trails the status writes by a few milliseconds)."""
+    reads from there; under load the recorder trails the status writes by about
+    ``HISTORY_LINGER_MS``)."""
     for _ in range(200):
         found = [await gateway.state.history.get(s["notification_id"]) for s in sent]
         if all(found):
