@@ -20,10 +20,10 @@ import asyncio
 import contextlib
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 import orjson
@@ -43,6 +43,8 @@ from libs.notification.message import Channel, NotificationMessage
 from libs.notification.status import NewNotification, Status, StatusStore
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 NOTIFICATION_NAMESPACE = uuid.UUID("5d8c4a52-3f0e-4b5e-9a55-7c6b1f0e2a10")
 POLL_SECONDS = 0.02
@@ -139,9 +141,11 @@ class NotificationIntake:
         async def wait(n: int) -> None:
             answers[n] = await self._after_the_other(principal, items[n])
 
-        await asyncio.gather(
-            self._accept_claimed(principal, [items[n] for n in ours], ours, answers),
-            *(wait(n) for n in waiting),
+        await _together(
+            [
+                self._accept_claimed(principal, [items[n] for n in ours], ours, answers),
+                *(wait(n) for n in waiting),
+            ]
         )
         return [a if a is not None else _redis_unavailable() for a in answers]
 
@@ -211,9 +215,7 @@ class NotificationIntake:
         except RedisError as exc:
             log.warning("intake.redis_unavailable", error=repr(exc))
             return [_redis_unavailable() for _ in items]
-        outcomes = await asyncio.gather(
-            *(self._publish(item) for item in items), return_exceptions=True
-        )
+        outcomes = await _together([self._publish(item) for item in items])
         errors: list[AppError | None] = []
         withdrawn = []
         for item, made, outcome in zip(items, created, outcomes, strict=True):
@@ -310,10 +312,8 @@ class NotificationIntake:
         all together. Returns the refused items (by position) with their errors."""
         users = sorted({str(i.request.user_id) for i in items})
         codes = sorted({i.request.template_code for i in items})
-        known = await asyncio.gather(*(self._user_known(u) for u in users), return_exceptions=True)
-        kinds = await asyncio.gather(
-            *(self._template_kind(c) for c in codes), return_exceptions=True
-        )
+        known = await _together([self._user_known(u) for u in users])
+        kinds = await _together([self._template_kind(c) for c in codes])
         user_known = dict(zip(users, known, strict=True))
         template_kind = dict(zip(codes, kinds, strict=True))
         refused: dict[int, AppError] = {}
@@ -419,6 +419,17 @@ class _Item:
             metadata=request.metadata or {},
             created_at=self.response.created_at,
         )
+
+
+async def _together(calls: list[Coroutine[Any, Any, T]]) -> list[T | BaseException]:
+    """``asyncio.gather(..., return_exceptions=True)``, except that a single call (every single
+    request) is awaited in place: gather would make it a task of its own."""
+    if len(calls) != 1:
+        return await asyncio.gather(*calls, return_exceptions=True)
+    try:
+        return [await calls[0]]
+    except Exception as exc:  # as gather reports it; cancellation still propagates
+        return [exc]
 
 
 def _conflict() -> Conflict:

@@ -153,10 +153,11 @@ class ConfirmedPublisher:
         )
         amqp_channel = self._amqp_channel
         try:
-            target = await asyncio.wait_for(self._exchange(exchange), self._timeout)
-            await asyncio.wait_for(
-                target.publish(message, routing_key, mandatory=True), self._timeout
-            )
+            # (asyncio.timeout, not wait_for: under Python 3.11 wait_for runs its coroutine as a
+            # task of its own, two tasks per publish for nothing)
+            async with asyncio.timeout(self._timeout):
+                target = await self._exchange(exchange)
+                await target.publish(message, routing_key, mandatory=True)
         except _PUBLISH_ERRORS as exc:
             PUBLISH_FAILURES.labels(exchange or "(default)").inc()
             log.warning(
