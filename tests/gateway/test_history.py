@@ -62,6 +62,15 @@ async def drain(recorder: HistoryRecorder) -> None:
         pass
 
 
+async def _drained(redis, keys, seconds: float = 5.0) -> None:
+    """Wait (at most ``seconds``) until the recorders have emptied the stream; the test's own
+    assertions then say whether they did."""
+    for _ in range(int(seconds / 0.05)):
+        if await redis.xlen(keys.history_stream()) == 0:
+            return
+        await asyncio.sleep(0.05)
+
+
 async def _stream(redis, keys) -> list[Entry]:
     return [HistoryEntry.parse(i.decode(), f) for i, f in await redis.xrange(keys.history_stream())]
 
@@ -165,10 +174,7 @@ async def test_the_recorder_empties_the_stream_and_shares_it_with_others(
     await a.start()
     await b.start()
     try:
-        for _ in range(200):
-            if await redis.xlen(keys.history_stream()) == 0:
-                break
-            await asyncio.sleep(0.02)
+        await _drained(redis, keys)
     finally:
         await a.stop()
         await b.stop()
@@ -242,10 +248,7 @@ async def test_under_a_trickle_the_recorder_lingers_and_writes_larger_batches(
         for _ in range(40):  # 40 notifications over about 1 s
             await store.create(_new())
             await asyncio.sleep(0.025)
-        for _ in range(100):
-            if await redis.xlen(keys.history_stream()) == 0:
-                break
-            await asyncio.sleep(0.05)
+        await _drained(redis, keys)
     finally:
         await recorder.stop()
     written = [n for n in sizes if n]

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from typing import Any
 
+import httpx
 import pytest
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings
 
 from benchmarks import report
-from benchmarks.config import BenchConfig
+from benchmarks.ceilings import _for_a_while
+from benchmarks.config import BenchConfig, BenchFailure
 from benchmarks.e2e import Arrivals
 from benchmarks.intake import batch_in_openapi, workers_setting
 from benchmarks.procstat import ProcStat, by_pids, cpu_delta, read_stat
@@ -219,3 +222,27 @@ def test_a_lost_notification_fails_the_run_and_the_page_says_so(tmp_path):
     doc = tmp_path / "benchmarks.md"
     doc.write_text(page)
     assert report._limits_section(doc) == "## What limits it\n\nThe lead's notes.\n"
+
+
+async def test_a_ceiling_send_lost_in_transport_is_counted_not_fatal():
+    failed: set[int] = set()
+
+    async def send(worker: int, n: int) -> None:
+        if worker == 0 and n == 3 and worker not in failed:  # once, like a closed keep-alive
+            failed.add(worker)
+            raise httpx.ReadError("connection closed")
+        await asyncio.sleep(0.001)
+
+    figure = await _for_a_while(0.2, 2, send)
+    assert figure["errors"] == 1
+    assert figure["sent"] >= 100
+
+
+async def test_a_ceiling_whose_sends_keep_failing_fails_the_bench():
+    async def send(worker: int, n: int) -> None:
+        await asyncio.sleep(0.001)
+        if n % 10 == 0:
+            raise httpx.ConnectError("refused")
+
+    with pytest.raises(BenchFailure, match="failed in transport"):
+        await _for_a_while(0.1, 2, send)
