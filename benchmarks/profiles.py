@@ -65,17 +65,23 @@ LEAVES: list[tuple[str, tuple[str, ...]]] = [
     ),
 ]
 OTHER = "event loop, sockets, other"
+# Innermost frames that are a thread waiting, which py-spy's idle detection misses on these
+# machines: an idle worker of a thread pool blocked in ``work_queue.get`` (it was a third of
+# template_service's samples, read as the cost of its render thread hop). Left out of the shares.
+WAITING = ("_worker (concurrent/futures/thread.py",)
 
 
 def shares(raw: Iterable[str]) -> dict[str, float]:
     """Percent of samples per part, largest first, from py-spy's raw format
-    (``frame;frame;...;innermost count`` per line)."""
+    (``frame;frame;...;innermost count`` per line); threads waiting (:data:`WAITING`) left out."""
     counts: Counter[str] = Counter()
     for line in raw:
         stack, _, number = line.rstrip("\n").rpartition(" ")
         if not stack or not number.isdigit():
             continue
         frames = stack.split(";")
+        if frames[-1].startswith(WAITING):
+            continue
         counts[_part(frames)] += int(number)
     total = sum(counts.values()) or 1
     return {part: round(n * 100 / total, 1) for part, n in counts.most_common()}

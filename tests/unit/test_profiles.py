@@ -31,6 +31,24 @@ def test_samples_are_grouped_by_the_part_that_owns_or_ends_their_stack():
     }
 
 
+def test_an_idle_pool_thread_waiting_for_work_is_not_counted():
+    waiting = (
+        "Thread._bootstrap (threading.py:1002);Thread.run (threading.py:982);"
+        "_worker (concurrent/futures/thread.py:81) 100"
+    )
+    working = (
+        "Thread.run (threading.py:982);_worker (concurrent/futures/thread.py:83);"
+        "_WorkItem.run (concurrent/futures/thread.py:58);render_sync (template_service/x.py:1) 10"
+    )
+    assert shares([*RAW, waiting, working]) == {
+        "Redis calls": 45.5,
+        "history recorder (Redis stream to PostgreSQL)": 27.3,
+        FRAMEWORK: 13.6,
+        "render (Jinja sandbox)": 9.1,
+        OTHER: 4.5,
+    }
+
+
 def test_the_table_has_a_column_per_profile_and_a_row_per_part_seen():
     rendered = table({"single: gateway": shares(RAW), "empty": {}})
     lines = rendered.splitlines()
