@@ -141,12 +141,15 @@ class NotificationIntake:
         async def wait(n: int) -> None:
             answers[n] = await self._after_the_other(principal, items[n])
 
-        await _together(
+        handled = await _together(
             [
                 self._accept_claimed(principal, [items[n] for n in ours], ours, answers),
                 *(wait(n) for n in waiting),
             ]
         )
+        for outcome in handled:
+            if isinstance(outcome, BaseException):  # a bug or a lost dependency: not an answer
+                raise outcome
         return [a if a is not None else _redis_unavailable() for a in answers]
 
     async def _after_the_other(self, principal: Principal, item: _Item) -> Accepted | AppError:

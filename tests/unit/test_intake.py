@@ -285,3 +285,18 @@ async def test_a_batch_where_some_publishes_fail_reports_only_the_confirmed(gw):
     assert accepted == published
     assert len(published) == 2
     assert set(gw.status.records) == published  # no status left for what was not queued
+
+
+@pytest.mark.parametrize("size", [1, 3])
+async def test_an_unexpected_error_is_raised_not_answered_and_gives_the_ids_back(gw, size):
+    """A bug (or a dependency failing in a way nobody mapped) is the caller's 500, never turned
+    into an item's answer; the request ids are free again for a retry."""
+    requests = [gw.request() for _ in range(size)]
+
+    async def broken(**kwargs):
+        raise RuntimeError("bug in the publisher (test)")
+
+    gw.publisher.publish = broken
+    with pytest.raises(RuntimeError, match="bug in the publisher"):
+        await gw.intake.submit_many(CALLER, requests)
+    assert gw.idempotency.records == {}
