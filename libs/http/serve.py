@@ -5,7 +5,8 @@ asyncio loop stalls keep-alive requests with several workers). SIGTERM makes uvi
 connections, finish in-flight requests and run the lifespan shutdown, where consumers drain.
 
 With ``workers`` > 1 uvicorn's supervisor starts that many worker processes on the one socket
-(and restarts one that dies). Each worker configures its own logging (:func:`worker_app`), and
+(and restarts one that dies; a worker stops when the supervisor dies, however it dies). Each
+worker configures its own logging (:func:`worker_app`), and
 Prometheus metrics go through ``prometheus_client``'s multiprocess mode (a directory of memory-
 mapped files made for this run), so ``/metrics`` sums the workers whichever answers the scrape.
 
@@ -19,11 +20,13 @@ paused the gateway for 30-200 ms several times a minute; frozen objects are skip
 from __future__ import annotations
 
 import atexit
+import ctypes
 import gc
 import importlib
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
@@ -34,7 +37,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from libs.logging import configure_logging
 from libs.settings import ServiceSettings
 
-_WORKER_APP = "HERALD_WORKER_APP"  # what worker_app builds: "module:factory", logging settings
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_WORKER_APP = "HERALD_WORKER_APP"  # for worker_app: "module:factory", logging, supervisor pid
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own variable
 
 
@@ -43,8 +47,9 @@ def serve(
 ) -> None:
     """Run ``module:factory`` (a function returning the app) until SIGTERM or Ctrl-C."""
     configure_logging(settings.service_name, settings.log_level, settings.log_format)
+    supervisor = os.getpid() if workers > 1 else None
     os.environ[_WORKER_APP] = json.dumps(
-        [app_factory, settings.service_name, settings.log_level, settings.log_format]
+        [app_factory, settings.service_name, settings.log_level, settings.log_format, supervisor]
     )
     if workers > 1:
         # set before any worker imports prometheus_client (workers are spawned, not forked)
@@ -69,10 +74,25 @@ def serve(
 def worker_app() -> ASGIApp:
     """The app of one worker process: its logging configured, then the service's factory, its
     heap frozen once started."""
-    factory, service, level, fmt = json.loads(os.environ[_WORKER_APP])
+    factory, service, level, fmt, supervisor = json.loads(os.environ[_WORKER_APP])
     configure_logging(service, level, fmt)
+    if supervisor is not None:
+        _stop_with(supervisor)
     module, _, name = factory.partition(":")
     return FrozenAfterStartup(getattr(importlib.import_module(module), name)())
+
+
+def _stop_with(supervisor: int) -> None:
+    """Have the kernel send this worker SIGTERM (a graceful stop) when its supervisor dies, even
+    by SIGKILL: orphaned workers would go on holding the port, unsupervised, and the service's
+    restart would fail with "address already in use" for as long as they live (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != supervisor:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class FrozenAfterStartup:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.gateway.test_send import body
@@ -35,9 +36,8 @@ def _sent(exposition: str) -> float:
     return total
 
 
-async def test_two_workers_share_the_port_and_report_metrics_together(gateway_settings, mint, amqp):
-    port = free_port()
-    env = {
+def _environment(gateway_settings, port: int) -> dict[str, str]:
+    return {
         **os.environ,
         "GATEWAY_WORKERS": "2",
         "GATEWAY_PORT": str(port),
@@ -51,31 +51,59 @@ async def test_two_workers_share_the_port_and_report_metrics_together(gateway_se
         "METRICS_TOKEN": METRICS_TOKEN,
         "LOG_LEVEL": "WARNING",
     }
-    process = await asyncio.create_subprocess_exec(
+
+
+async def _start(
+    gateway_settings, port: int, stderr: int = asyncio.subprocess.PIPE
+) -> asyncio.subprocess.Process:
+    """``stderr``: DEVNULL where the workers may outlive the process (its wait() would wait for
+    the pipe they hold)."""
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "gateway",
         cwd=ROOT,
-        env=env,
+        env=_environment(gateway_settings, port),
         stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
+        stderr=stderr,
     )
+
+
+async def _ready(http: httpx.AsyncClient) -> None:
+    for _ in range(300):
+        try:
+            if (await http.get("/ready")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.1)
+    raise AssertionError("the gateway never became ready")
+
+
+async def _workers(supervisor: int) -> list[int]:
+    children = await asyncio.to_thread(
+        Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text
+    )
+    return [int(pid) for pid in children.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_two_workers_share_the_port_and_report_metrics_together(gateway_settings, mint, amqp):
+    port = free_port()
+    process = await _start(gateway_settings, port)
     url = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-            for _ in range(300):
-                try:
-                    if (await http.get("/ready")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
-            else:
-                raise AssertionError("the gateway never became ready")
-            children = await asyncio.to_thread(
-                Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text
-            )
-            assert len(children.split()) >= 2, children  # uvicorn's supervisor and its workers
+            await _ready(http)
+            workers = await _workers(process.pid)
+            assert len(workers) >= 2, workers  # uvicorn's supervisor and its workers
             headers = mint.headers("service")
             answers = await asyncio.gather(
                 *(
@@ -99,3 +127,31 @@ async def test_two_workers_share_the_port_and_report_metrics_together(gateway_se
             process.kill()
             raise
     assert process.returncode == 0, stderr.decode()[-2000:]
+
+
+async def test_the_workers_stop_when_their_supervisor_is_killed(gateway_settings):
+    """SIGKILL to the supervisor: its workers stop too (gracefully) and free the port, so the
+    process manager's restart can bind it; orphans would hold it, unsupervised."""
+    port = free_port()
+    process = await _start(gateway_settings, port, stderr=asyncio.subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            await _ready(http)
+            workers = await _workers(process.pid)
+            assert len(workers) >= 2, workers
+            process.kill()
+            await process.wait()
+            for _ in range(300):
+                if not any(_alive(pid) for pid in workers):
+                    break
+                await asyncio.sleep(0.1)
+            assert not any(_alive(pid) for pid in workers), "workers outlived their supervisor"
+            with pytest.raises(httpx.TransportError):
+                await http.get("/health")
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        for pid in filter(_alive, workers):  # never leave orphans behind, even on failure
+            os.kill(pid, signal.SIGKILL)
