@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 ROOT = Path(__file__).resolve().parent.parent
-PHASES = ("intake", "ceilings", "e2e")
+PHASES = ("intake", "ceilings", "e2e", "campaign")
 
 # name: (default, quick default, meaning)
 OPTIONS: dict[str, tuple[str, str, str]] = {
@@ -31,6 +31,8 @@ OPTIONS: dict[str, tuple[str, str, str]] = {
     "BENCH_E2E_COUNT": ("10000", "500", "notifications end to end, email and push"),
     "BENCH_E2E_SMALL": ("2000", "200", "a smaller email run, once a round (0: none)"),
     "BENCH_E2E_CONNECTIONS": ("50", "50", "requests in flight end to end"),
+    "BENCH_CAMPAIGN_COUNT": ("20000", "1000", "notifications of each campaign run (0: none)"),
+    "BENCH_CAMPAIGN_CONNECTIONS": ("2", "2", "batch requests in flight in a campaign"),
     "BENCH_PACED_RATE": ("175", "175", "requests/s of the paced email run (latency)"),
     "BENCH_PACED_COUNT": ("2000", "200", "notifications of the paced email run (0: none)"),
     "BENCH_SMTP_CONNECTIONS": ("10", "10", "pooled connections of the SMTP ceiling"),
@@ -58,6 +60,8 @@ class BenchConfig:
     e2e_count: int
     e2e_small: int
     e2e_connections: int
+    campaign_count: int
+    campaign_connections: int
     paced_rate: float
     paced_count: int
     smtp_connections: int
@@ -91,6 +95,8 @@ class BenchConfig:
             e2e_count=int(value["BENCH_E2E_COUNT"]),
             e2e_small=int(value["BENCH_E2E_SMALL"]),
             e2e_connections=int(value["BENCH_E2E_CONNECTIONS"]),
+            campaign_count=int(value["BENCH_CAMPAIGN_COUNT"]),
+            campaign_connections=int(value["BENCH_CAMPAIGN_CONNECTIONS"]),
             paced_rate=float(value["BENCH_PACED_RATE"]),
             paced_count=int(value["BENCH_PACED_COUNT"]),
             smtp_connections=int(value["BENCH_SMTP_CONNECTIONS"]),

@@ -13,9 +13,11 @@ import asyncio
 import json
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.config import Progress
 from benchmarks.procstat import cpu_delta, rss_peaks
 from benchmarks.stack import Bench
 from benchmarks.stats import distribution_ms
@@ -65,8 +67,6 @@ async def run_e2e(
         nonlocal accepted_so_far
         accepted_so_far = accepted
 
-    loop = asyncio.get_running_loop()
-    started = loop.time()
     cpu_before = bench.stat.cpu()
     async with rss_peaks(bench.stat) as peaks:
         sending = asyncio.create_task(
@@ -79,57 +79,92 @@ async def run_e2e(
                 on_progress=progress,
             )
         )
-        last_report = last_change = loop.time()
-        seen = -1
-        while True:
-            await asyncio.sleep(0.25)
-            arrivals.read()
-            now = loop.time()
-            if now - last_report >= PROGRESS_EVERY:
-                last_report = now
-                say(
-                    f"  {label}: accepted {accepted_so_far:,}, delivered {len(arrivals):,} "
-                    f"({now - started:.0f} s)"
-                )
-            if len(arrivals) != seen:
-                seen, last_change = len(arrivals), now
-            if sending.done():
-                wanted = {r.notification_id for r in sending.result().records}
-                if wanted <= arrivals.times.keys():
-                    break
-                if now - last_change > config.stall_seconds:
-                    say(f"  {label}: nothing delivered for {config.stall_seconds:.0f} s")
-                    break
+
+        def wanted() -> set[str] | None:
+            if not sending.done():
+                return None
+            return {r.notification_id for r in sending.result().records}
+
+        await await_arrivals(bench, label, arrivals, wanted, lambda: accepted_so_far)
         cpu_after = bench.stat.cpu()
     sent = sending.result()
     await asyncio.sleep(SETTLE_SECONDS)
     arrivals.read()
-    result = _account(sent.records, arrivals, count)
+    result = account(sent.records, arrivals, count)
     result["requests"] = sent.summary() | {"wrk_cpu_seconds": sent.cpu_seconds}
-    delivered = result["delivered"] or 1
-    result["cpu_ms_per_notification"] = {
-        name: round(seconds * 1000 / delivered, 3)
-        for name, seconds in cpu_delta(cpu_before, cpu_after).items()
-    } | {"wrk": round((sent.cpu_seconds or 0) * 1000 / delivered, 3)}
-    result["cpu_ms_per_notification_ours"] = round(
-        sum(result["cpu_ms_per_notification"][g.name] for g in bench.stat.groups if g.ours), 3
+    result |= cpu_per_notification(
+        bench, cpu_before, cpu_after, result["delivered"], {"wrk": sent.cpu_seconds or 0}
     )
     result["rss_mb_peak"] = {name: round(value / 2**20, 1) for name, value in peaks.items()}
     result["connections"], result["rate"] = connections, rate or None
+    report_run(say, label, result, sent.first_refusal)
+    return result
+
+
+async def await_arrivals(
+    bench: Bench,
+    label: str,
+    arrivals: Arrivals,
+    wanted: Callable[[], set[str] | None],
+    accepted: Callable[[], int],
+) -> None:
+    """Until every wanted notification arrived, showing progress. ``wanted`` is None while the
+    sending goes on, then the ids that were accepted. Gives up when nothing arrives for the
+    stall time (what is missing is then counted as lost)."""
+    loop = asyncio.get_running_loop()
+    started = last_report = last_change = loop.time()
+    seen = -1
+    stall = bench.config.stall_seconds
+    while True:
+        await asyncio.sleep(0.25)
+        arrivals.read()
+        now = loop.time()
+        if now - last_report >= PROGRESS_EVERY:
+            last_report = now
+            bench.say(
+                f"  {label}: accepted {accepted():,}, delivered {len(arrivals):,} "
+                f"({now - started:.0f} s)"
+            )
+        if len(arrivals) != seen:
+            seen, last_change = len(arrivals), now
+        ids = wanted()
+        if ids is not None:
+            if ids <= arrivals.times.keys():
+                return
+            if now - last_change > stall:
+                bench.say(f"  {label}: nothing delivered for {stall:.0f} s")
+                return
+
+
+def cpu_per_notification(
+    bench: Bench,
+    before: dict[str, float],
+    after: dict[str, float],
+    delivered: int,
+    clients: dict[str, float],
+) -> dict[str, Any]:
+    """CPU ms per delivered notification by process (``clients``: the load generator's seconds),
+    and the sum over our own processes."""
+    per = max(delivered, 1)
+    used = cpu_delta(before, after) | clients
+    by_process = {name: round(seconds * 1000 / per, 3) for name, seconds in used.items()}
+    ours = sum(by_process[g.name] for g in bench.stat.groups if g.ours)
+    return {"cpu_ms_per_notification": by_process, "cpu_ms_per_notification_ours": round(ours, 3)}
+
+
+def report_run(say: Progress, label: str, result: dict[str, Any], first_refusal: str) -> None:
     verdict = "ok" if result["ok"] else "FAILED"
     if result["refused"]:
-        refusal = sent.first_refusal
-        say(f"  {label}: WARNING {result['refused']} requests refused, the first: {refusal}")
+        say(f"  {label}: WARNING {result['refused']} requests refused, the first: {first_refusal}")
     say(
         f"  {label}: {result['delivered']:,}/{result['accepted']:,} delivered, "
         f"{result['lost']} lost, {result['duplicated']} duplicated ({verdict}); "
         f"{result['delivered_per_second']:,.0f}/s, request->delivery p99 "
         f"{result['request_to_delivery_ms']['p99']:,.0f} ms"
     )
-    return result
 
 
-def _account(records: list[Any], arrivals: Arrivals, count: int) -> dict[str, Any]:
+def account(records: list[Any], arrivals: Arrivals, count: int) -> dict[str, Any]:
     sent_at = {r.notification_id: r.sent_at for r in records}
     delivered = [nid for nid in sent_at if nid in arrivals.times]
     lost = sorted(set(sent_at) - set(delivered))

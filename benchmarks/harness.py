@@ -4,7 +4,9 @@
 - intake: the gateway alone beside the minimal endpoint (``intake.py``);
 - ceilings: SMTP and FCM straight into the stand-ins (``ceilings.py``), rounds interleaved;
 - e2e: email (a smaller run each round, the full count once, a paced run for latency), then push
-  (``e2e.py``), each checked for lost and duplicated notifications.
+  (``e2e.py``), each checked for lost and duplicated notifications;
+- campaign: email, then push, sent in batches while the consumers run (``campaign.py``), checked
+  the same way.
 
 Returns everything as one JSON-able dict; ``report.py`` turns it into figures and ratios.
 """
@@ -20,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.campaign import run_campaign
 from benchmarks.ceilings import FCM_CLIENTS, fcm_ceiling, smtp_ceiling
 from benchmarks.config import ROOT, BenchConfig, Progress
 from benchmarks.e2e import run_e2e
@@ -52,6 +55,14 @@ async def run(config: BenchConfig, pool: VhostPool, workdir: Path, say: Progress
         if "e2e" in config.phases:
             say("phase e2e: through the gateway to the SMTP sink and the FCM stand-in")
             result["e2e"] = await measure_e2e(bench)
+        if "campaign" in config.phases and config.campaign_count:
+            say("phase campaign: batches through the gateway while the consumers deliver")
+            result["campaign"] = {
+                kind: await run_campaign(
+                    bench, kind, config.campaign_count, label=f"campaign-{kind}"
+                )
+                for kind in ("email", "push")
+            }
     result["machine"]["load_average_end"] = list(os.getloadavg())
     result["seconds"] = round(time.monotonic() - say.started, 1)
     return result

@@ -8,6 +8,7 @@ a machine whose load changes from one hour to the next. A figure the system cann
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,17 @@ def figures(result: dict[str, Any]) -> list[Figure]:
     out += _intake_figures(result.get("intake"), result["settings"])
     out += _ceiling_figures(result.get("ceilings"), result["settings"])
     out += _e2e_figures(result.get("e2e"), result.get("ceilings"), result["settings"])
+    out += _campaign_figures(result.get("campaign"), result.get("ceilings"), result["settings"])
     return out
+
+
+def _runs(result: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every run that sent notifications end to end, by name (a campaign's as ``campaign <kind>``),
+    rounds not unfolded."""
+    yield from (result.get("e2e") or {}).items()
+    for kind, run in (result.get("campaign") or {}).items():
+        if "note" not in run:  # n/a: nothing was sent
+            yield f"campaign {kind}", run
 
 
 def _intake_figures(intake: dict[str, Any] | None, settings: dict[str, Any]) -> list[Figure]:
@@ -277,10 +288,60 @@ def _e2e_figures(
     return out
 
 
+def _campaign_figures(
+    campaign: dict[str, Any] | None, ceilings: dict[str, Any] | None, settings: dict[str, Any]
+) -> list[Figure]:
+    if campaign is None:
+        return []
+    httpx_fcm = _get(ceilings, "fcm_httpx", "per_second")
+    out = []
+    for kind, ceiling_key, path in (
+        ("email", "ceiling.smtp.prebuilt", ("smtp_prebuilt", "per_second")),
+        ("push", "ceiling.fcm", ("fcm", "per_second")),
+    ):
+        run = campaign.get(kind)
+        if run is None:
+            continue
+        label = (
+            f"{kind.capitalize()} campaign, {settings['campaign_count']:,} in batches of "
+            f"{settings['batch_size']:,} ({settings['campaign_connections']} in flight), "
+            "consumers running"
+        )
+        if "note" in run:
+            out.append(Figure(f"campaign.{kind}", label, None, "delivered/s", note=run["note"]))
+            continue
+        value, ceiling = run["delivered_per_second"], _get(ceilings, *path)
+        ratio, minutes = _ratio(value, ceiling), run["minutes_per_campaign"]
+        note = f"{run['campaign_size']:,} in {minutes} min"
+        if kind == "email":
+            target, met = "100,000 in < 6 min", minutes is not None and minutes < 6
+        else:
+            target, met = "≥ 0.8 of the FCM ceiling", None if ratio is None else ratio >= 0.8
+            if httpx_fcm:
+                note += f"; {_ratio(value, httpx_fcm)} of httpx's FCM figure"
+        out.append(
+            Figure(
+                f"campaign.{kind}",
+                label,
+                value,
+                "delivered/s",
+                run["request_to_delivery_ms"]["p99"],
+                None,
+                ceiling,
+                ceiling_key if ceiling else None,
+                ratio,
+                target,
+                met,
+                note,
+            )
+        )
+    return out
+
+
 def failures(result: dict[str, Any]) -> list[str]:
     """What makes the run untrustworthy: lost or duplicated notifications, refused requests."""
     found = []
-    for name, run in (result.get("e2e") or {}).items():
+    for name, run in _runs(result):
         for one in run.get("rounds", [run]):
             if not one.get("ok", True):
                 found.append(
@@ -293,7 +354,7 @@ def failures(result: dict[str, Any]) -> list[str]:
 def warnings(result: dict[str, Any]) -> list[str]:
     """Requests the system refused (not lost: the client was told), worth a look."""
     found = []
-    for name, run in (result.get("e2e") or {}).items():
+    for name, run in _runs(result):
         for one in run.get("rounds", [run]):
             if one.get("refused"):
                 refusal = one["requests"].get("first_refusal", "")
@@ -385,6 +446,7 @@ def _cpu_table(result: dict[str, Any]) -> str:
     e2e = result.get("e2e") or {}
     idle = _get(result, "idle", "cpu_ms_per_second") or {}
     runs = [(name, e2e[name]) for name in ("email", "push") if name in e2e]
+    runs += [(n, r) for n, r in _runs(result) if n.startswith("campaign ")]
     if not runs:
         return "_No end-to-end run._"
     headers = ["process", *(f"ms per {n} ({r['requested']:,})" for n, r in runs)]
@@ -420,7 +482,7 @@ def _rss_table(result: dict[str, Any]) -> str:
 
 def _counts_table(result: dict[str, Any]) -> str:
     rows = []
-    for name, run in (result.get("e2e") or {}).items():
+    for name, run in _runs(result):
         for n, one in enumerate(run.get("rounds", [run])):
             r2d = one["request_to_delivery_ms"]
             rows.append(
@@ -517,5 +579,9 @@ what each used per second while idle, before any load (shared servers: other use
 - **End to end**: wrk sends exactly N unique notifications and records each accepted one's
   notification id and send time; the sink and the FCM stand-in (processes of their own) record
   each arrival; the run fails when any accepted notification is missing or arrives twice.
+- **Campaign**: the bench posts batches to the batch endpoint with the consumers running, each
+  notification with its own link (so each is rendered), and waits for every accepted one at the
+  sink or the stand-in, checked the same way; the figure is delivered per second from the first
+  batch sent to the last arrival, and the minutes that rate gives 100,000 notifications.
 
 {limits}"""

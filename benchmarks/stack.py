@@ -94,14 +94,17 @@ class Bench:
     def redis_prefix(self) -> str:
         return self.system.env["REDIS_KEY_PREFIX"]
 
+    async def token(self) -> str:
+        """A fresh admin token (tokens expire after 15 minutes)."""
+        return await self.system.login(ADMIN["email"], ADMIN["password"])
+
     async def load(self, kind: str, connections: int, **options: object) -> Load:
-        """A wrk load with a fresh admin token (tokens expire after 15 minutes)."""
-        token = await self.system.login(ADMIN["email"], ADMIN["password"])
+        """A wrk load with a fresh admin token."""
         return Load(
             kind=kind,
             template=TEMPLATES[kind]["code"],
             users=self.users,
-            token=token,
+            token=await self.token(),
             connections=connections,
             threads=self.config.wrk_threads,
             **options,  # type: ignore[arg-type]

@@ -27,6 +27,7 @@ SMALL = {
     # batches a slow machine completes within the 1 s run (1,000 took 2-3 s on one): a batch
     # still in flight when wrk stops is not counted, and the figure would be 0
     "BENCH_BATCH_SIZE": "100",
+    "BENCH_CAMPAIGN_COUNT": "300",
 }
 # What may be n/a today: features the gateway does not have yet, HTTP/2 the stand-in lacks.
 ALLOWED_NA = ("no workers setting", "no POST /api/v1/notifications/batch", "HTTP/1.1 only")
@@ -47,6 +48,7 @@ async def test_the_benchmark_counts_every_notification_once(vhost_pool, tmp_path
     assert result["failures"] == []
     runs = {name: result["e2e"][name] for name in ("email", "email_paced", "push")}
     runs |= {f"email_small {n}": r for n, r in enumerate(result["e2e"]["email_small"]["rounds"])}
+    runs |= {f"campaign {kind}": result["campaign"][kind] for kind in ("email", "push")}
     for name, run in runs.items():
         assert run["accepted"] + run["refused"] == run["requested"], name
         assert run["accepted"] > 0, name
@@ -61,6 +63,8 @@ async def test_the_benchmark_counts_every_notification_once(vhost_pool, tmp_path
             assert figure["value"] > 0, figure
             assert figure["ceiling_key"] is None or figure["ceiling"] > 0, figure
     for kind in ("email", "push"):
+        assert result["campaign"][kind]["requested"] == 300
+        assert result["campaign"][kind]["minutes_per_campaign"] > 0
         cpu = result["e2e"][kind]["cpu_ms_per_notification"]
         assert cpu[f"{kind}_service"] > 0, cpu
         assert cpu["gateway"] > 0, cpu

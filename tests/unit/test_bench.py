@@ -197,6 +197,39 @@ def test_figures_are_ratios_to_ceilings_of_the_same_run():
     assert figures["cpu.email.ours"].met is True
 
 
+def _campaign_run(rate: float, *, duplicated: int = 0) -> dict[str, Any]:
+    run = _run(rate, 5000.0) | {"campaign_size": 100_000, "batch_size": 1000, "connections": 2}
+    run["minutes_per_campaign"] = round(100_000 / rate / 60, 1)
+    run["duplicated"], run["ok"] = duplicated, not duplicated
+    return run
+
+
+def test_a_campaign_is_minutes_for_100k_and_ratios_to_the_ceilings():
+    result = _result() | {"campaign": {"email": _campaign_run(350.0), "push": _campaign_run(700.0)}}
+    figures = {f.key: f for f in report.figures(result)}
+    email, push = figures["campaign.email"], figures["campaign.push"]
+    assert (email.value, email.ceiling, email.ratio, email.met) == (350.0, 1750.0, 0.2, True)
+    assert email.note == "100,000 in 4.8 min"
+    assert (push.ratio, push.met) == (0.7, False)  # to the faster client's 1,000/s
+    assert push.note == "100,000 in 2.4 min; 2.8 of httpx's FCM figure"
+    slow = _result() | {"campaign": {"email": _campaign_run(250.0)}}
+    assert [f.met for f in report.figures(slow) if f.key == "campaign.email"] == [False]
+    missing = _result() | {
+        "campaign": {"email": {"note": "n/a: no POST /api/v1/notifications/batch"}}
+    }
+    [figure] = [f for f in report.figures(missing) if f.key == "campaign.email"]
+    assert figure.value is None
+    assert "no POST" in (figure.note or "")
+    assert report.failures(missing) == []
+
+
+def test_a_campaign_that_duplicates_fails_the_run():
+    result = _result() | {"campaign": {"push": _campaign_run(700.0, duplicated=2)}}
+    assert report.failures(result) == ["campaign push: 100/100 accepted, 0 lost, 2 duplicated"]
+    assert "| campaign push | 100 |" in report._counts_table(result)
+    assert "ms per campaign push (100)" in report._cpu_table(result)
+
+
 def test_a_lost_notification_fails_the_run_and_the_page_says_so(tmp_path):
     result = report.complete(_result(email=_run(400.0, 800.0, lost=1)))
     assert result["failures"] == ["email: 100/100 accepted, 1 lost, 0 duplicated"]
