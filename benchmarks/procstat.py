@@ -41,6 +41,18 @@ def read_stat(pid: int) -> Stat | None:
     return Stat(pid, int(rest[1]), comm, (utime + stime) / TICKS)
 
 
+def run_times(pid: int) -> tuple[float, float]:
+    """Seconds the process's threads ran on a CPU and waited, runnable, for one (the scheduler's
+    ``/proc/<pid>/task/<tid>/schedstat``); zeros for a process that is gone."""
+    ran = waited = 0
+    with suppress(OSError):
+        for task in (PROC / str(pid) / "task").iterdir():
+            with suppress(OSError, ValueError, IndexError):
+                fields = (task / "schedstat").read_text().split()
+                ran, waited = ran + int(fields[0]), waited + int(fields[1])
+    return ran / 1e9, waited / 1e9
+
+
 def rss_bytes(pid: int) -> int:
     try:
         for line in (PROC / str(pid) / "status").read_text().splitlines():
@@ -61,7 +73,7 @@ def all_stats() -> dict[int, Stat]:
     return stats
 
 
-def _with_descendants(roots: Iterable[int], stats: dict[int, Stat]) -> set[int]:
+def with_descendants(roots: Iterable[int], stats: dict[int, Stat]) -> set[int]:
     children: dict[int, list[int]] = {}
     for stat in stats.values():
         children.setdefault(stat.ppid, []).append(stat.pid)
@@ -106,7 +118,7 @@ class ProcStat:
         for group in self.groups:
             roots = group.roots(stats)
             if group.with_children:
-                yield group, stats, _with_descendants(roots, stats)
+                yield group, stats, with_descendants(roots, stats)
             else:
                 yield group, stats, {pid for pid in roots if pid in stats}
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from benchmarks.profiles import OTHER, shares, table
+from benchmarks.procstat import run_times
+from benchmarks.profiles import OTHER, WAITING_FOR_A_CPU, shares, table, waiting_share
 
 pytestmark = pytest.mark.unit
 
@@ -55,3 +58,19 @@ def test_the_table_has_a_column_per_profile_and_a_row_per_part_seen():
     assert lines[0] == "| share of samples | single: gateway | empty |"
     assert "| Redis calls | 50 % |  |" in lines
     assert not any(line.startswith("| JWT verification") for line in lines)
+
+
+def test_the_share_waiting_for_a_cpu_comes_from_the_scheduler():
+    before = {1: (10.0, 2.0), 2: (5.0, 0.0)}
+    after = {1: (16.0, 5.0), 2: (6.0, 1.0)}  # 7 s ran, 4 s waited: 36.4 % of the runnable time
+    assert waiting_share(before, after) == 36.4
+    assert waiting_share(before, {}) == 0.0  # the processes are gone
+    ran, waited = run_times(os.getpid())
+    assert ran > 0
+    assert waited >= 0
+    assert run_times(2**22 + 1) == (0.0, 0.0)  # above Linux's largest pid: no such process
+
+
+def test_the_waiting_share_is_the_table_s_last_row():
+    lines = table({"single: gateway": shares(RAW) | {WAITING_FOR_A_CPU: 41.0}}).splitlines()
+    assert lines[-1] == f"| {WAITING_FOR_A_CPU} | 41 % |"
