@@ -6,6 +6,10 @@ Each notification has its own variables (a link per recipient, as unsubscribe an
 are), so every one is rendered; the users are the bench's, in turn. ``BENCH_CAMPAIGN_CONNECTIONS``
 batches of ``BENCH_BATCH_SIZE`` are in flight. The figure is delivered per second from the first
 batch sent to the last arrival, and what that makes of 100,000 notifications.
+
+Once the whole campaign is queued, a few urgent notifications (priority 10, single requests, one
+every ``URGENT_EVERY_SECONDS``) are sent into the backlog, as a password reset would be during a
+newsletter: how long they take says whether a campaign holds up transactional messages.
 """
 
 from __future__ import annotations
@@ -28,11 +32,16 @@ from benchmarks.e2e import (
 from benchmarks.intake import batch_endpoint
 from benchmarks.procstat import rss_peaks
 from benchmarks.stack import TEMPLATES, Bench
+from benchmarks.stats import distribution_ms
 from benchmarks.wrk import Accepted
 
 CAMPAIGN_SIZE = 100_000
 """The campaign the figure is also given for (minutes for this many at the measured rate)."""
 ANSWER_TIMEOUT_SECONDS = 120.0
+URGENT_COUNT = 20
+URGENT_EVERY_SECONDS = 0.1
+URGENT_PRIORITY = 10
+SINGLE_PATH = "/api/v1/notifications/"
 
 
 def notification(kind: str, user: str, request_id: str, n: int) -> dict[str, Any]:
@@ -62,6 +71,23 @@ class Sender:
                 await self._post(batch)
 
         await asyncio.gather(*(worker() for _ in range(connections)))
+
+    async def urgent(self, notifications: list[dict[str, Any]]) -> list[Accepted]:
+        """Each as a single request, one every ``URGENT_EVERY_SECONDS``; the accepted ones."""
+        accepted = []
+        for body in notifications:
+            sent_at = time.time()
+            response = await self._http.post(SINGLE_PATH, json=body)
+            answered_at = time.time()
+            if response.status_code != 202:
+                self._refuse(1, f"urgent: {response.status_code} {response.text[:300]}")
+            else:
+                data = response.json()["data"]
+                accepted.append(
+                    Accepted(data["notification_id"], data["request_id"], sent_at, answered_at)
+                )
+            await asyncio.sleep(URGENT_EVERY_SECONDS)
+        return accepted
 
     async def _post(self, batch: list[dict[str, Any]]) -> None:
         body: Any = {self._field: batch} if self._field else batch
@@ -116,20 +142,44 @@ async def run_campaign(bench: Bench, kind: str, count: int, *, label: str) -> di
     ) as http:
         sender = Sender(http, path, field)
         cpu_before = bench.stat.cpu()
+        urgent = [
+            notification(kind, users[n % len(users)], f"{run}-urgent-{n}", n)
+            | {"priority": URGENT_PRIORITY}
+            for n in range(URGENT_COUNT)
+        ]
+
+        async def send_all() -> list[Accepted]:
+            await sender.run(batches, connections)
+            return await sender.urgent(urgent)  # into the backlog the campaign left
+
         async with rss_peaks(bench.stat) as peaks:
-            sending = asyncio.create_task(sender.run(batches, connections))
+            sending = asyncio.create_task(send_all())
 
             def wanted() -> set[str] | None:
                 if not sending.done():
                     return None
-                sending.result()  # a failed request ends the run with its error
-                return {a.notification_id for a in sender.accepted}
+                # (a failed request ends the run with its error)
+                return {a.notification_id for a in [*sender.accepted, *sending.result()]}
 
             await await_arrivals(bench, label, arrivals, wanted, lambda: len(sender.accepted))
             cpu_after = bench.stat.cpu()
     await asyncio.sleep(SETTLE_SECONDS)
     arrivals.read()
-    result = account(sender.accepted, arrivals, count)
+    urgent_accepted = sending.result()
+    result = account([*sender.accepted, *urgent_accepted], arrivals, count + URGENT_COUNT)
+    result["urgent"] = {
+        "count": URGENT_COUNT,
+        "priority": URGENT_PRIORITY,
+        "accepted": len(urgent_accepted),
+        "delivered": sum(1 for a in urgent_accepted if a.notification_id in arrivals.times),
+        "request_to_delivery_ms": distribution_ms(
+            [
+                arrivals.times[a.notification_id][0] - a.sent_at
+                for a in urgent_accepted
+                if a.notification_id in arrivals.times
+            ]
+        ),
+    }
     result |= cpu_per_notification(bench, cpu_before, cpu_after, result["delivered"], {})
     result["rss_mb_peak"] = {name: round(value / 2**20, 1) for name, value in peaks.items()}
     result["batch_size"], result["connections"] = size, connections
@@ -137,4 +187,9 @@ async def run_campaign(bench: Bench, kind: str, count: int, *, label: str) -> di
     result["minutes_per_campaign"] = round(CAMPAIGN_SIZE / rate / 60, 1) if rate else None
     result["campaign_size"] = CAMPAIGN_SIZE
     report_run(say, label, result, sender.first_refusal)
+    late = result["urgent"]["request_to_delivery_ms"]
+    say(
+        f"  {label}: {URGENT_COUNT} urgent (priority {URGENT_PRIORITY}) sent into the backlog: "
+        f"request->delivery p50 {late['p50']:,.0f} ms, max {late['max']:,.0f} ms"
+    )
     return result

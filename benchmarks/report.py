@@ -335,6 +335,23 @@ def _campaign_figures(
                 note,
             )
         )
+        urgent = run.get("urgent")
+        if urgent:
+            late = urgent["request_to_delivery_ms"]
+            out.append(
+                Figure(
+                    f"campaign.{kind}.urgent",
+                    f"{kind.capitalize()}, priority {urgent['priority']}, sent into that "
+                    f"campaign's backlog ({urgent['count']} single requests): request to "
+                    "delivery, median",
+                    late["p50"],
+                    "ms",
+                    late["p99"],
+                    target="p99 < 1,000 ms",
+                    met=urgent["delivered"] == urgent["count"] and late["p99"] < 1000,
+                    note=f"{urgent['delivered']}/{urgent['count']} delivered",
+                )
+            )
     return out
 
 

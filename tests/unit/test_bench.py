@@ -201,6 +201,8 @@ def _campaign_run(rate: float, *, duplicated: int = 0) -> dict[str, Any]:
     run = _run(rate, 5000.0) | {"campaign_size": 100_000, "batch_size": 1000, "connections": 2}
     run["minutes_per_campaign"] = round(100_000 / rate / 60, 1)
     run["duplicated"], run["ok"] = duplicated, not duplicated
+    late = {"p50": 150.0, "p95": 190.0, "p99": 200.0, "max": 200.0}
+    run["urgent"] = {"count": 20, "priority": 10, "delivered": 20, "request_to_delivery_ms": late}
     return run
 
 
@@ -212,7 +214,12 @@ def test_a_campaign_is_minutes_for_100k_and_ratios_to_the_ceilings():
     assert email.note == "100,000 in 4.8 min"
     assert (push.ratio, push.met) == (0.7, False)  # to the faster client's 1,000/s
     assert push.note == "100,000 in 2.4 min; 2.8 of httpx's FCM figure"
+    urgent = figures["campaign.email.urgent"]
+    assert (urgent.value, urgent.p99_ms, urgent.met) == (150.0, 200.0, True)
     slow = _result() | {"campaign": {"email": _campaign_run(250.0)}}
+    slow["campaign"]["email"]["urgent"]["delivered"] = 19
+    [late] = [f for f in report.figures(slow) if f.key == "campaign.email.urgent"]
+    assert (late.met, late.note) == (False, "19/20 delivered")
     assert [f.met for f in report.figures(slow) if f.key == "campaign.email"] == [False]
     missing = _result() | {
         "campaign": {"email": {"note": "n/a: no POST /api/v1/notifications/batch"}}
