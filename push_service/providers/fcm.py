@@ -31,7 +31,6 @@ import google.auth.transport.requests
 import orjson
 import structlog
 from google.oauth2 import service_account
-from multidict import CIMultiDictProxy
 
 from libs.delivery.providers import (
     Commit,
@@ -85,7 +84,8 @@ class AccessTokens:
 class FcmResponse:
     """What the provider reads of an answer: status, Retry-After, the JSON body if it is one."""
 
-    def __init__(self, status: int, headers: CIMultiDictProxy[str], body: bytes) -> None:
+    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        """``headers``: aiohttp's, whose keys are case-insensitive."""
         self.status = status
         self.retry_after = headers.get("retry-after")
         self.body = body
