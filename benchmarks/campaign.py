@@ -34,6 +34,7 @@ from benchmarks.procstat import rss_peaks
 from benchmarks.stack import TEMPLATES, Bench
 from benchmarks.stats import distribution_ms
 from benchmarks.wrk import Accepted
+from libs.http.lifespan import CLIENT_KEEPALIVE_EXPIRY_SECONDS as KEEPALIVE_SECONDS
 
 CAMPAIGN_SIZE = 100_000
 """The campaign the figure is also given for (minutes for this many at the measured rate)."""
@@ -42,6 +43,7 @@ URGENT_COUNT = 20
 URGENT_EVERY_SECONDS = 0.1
 URGENT_PRIORITY = 10
 SINGLE_PATH = "/api/v1/notifications/"
+TRANSPORT_ATTEMPTS = 3
 
 
 def notification(kind: str, user: str, request_id: str, n: int) -> dict[str, Any]:
@@ -62,6 +64,8 @@ class Sender:
         self.accepted: list[Accepted] = []
         self.refused = 0
         self.first_refusal = ""
+        self.resent = 0
+        """Requests posted again after their answer was lost in transport."""
 
     async def run(self, batches: list[list[dict[str, Any]]], connections: int) -> None:
         pending = iter(batches)
@@ -77,7 +81,7 @@ class Sender:
         accepted = []
         for body in notifications:
             sent_at = time.time()
-            response = await self._http.post(SINGLE_PATH, json=body)
+            response = await self._post_again_if_lost(SINGLE_PATH, body)
             answered_at = time.time()
             if response.status_code != 202:
                 self._refuse(1, f"urgent: {response.status_code} {response.text[:300]}")
@@ -89,16 +93,27 @@ class Sender:
             await asyncio.sleep(URGENT_EVERY_SECONDS)
         return accepted
 
+    async def _post_again_if_lost(self, path: str, body: Any) -> httpx.Response:
+        """If the answer is lost in transport, post again: the notifications keep their request
+        ids, so what was accepted the first time is answered as replayed, not queued twice (the
+        gateway's idempotency, which the lost and duplicated counts then check)."""
+        for _ in range(TRANSPORT_ATTEMPTS - 1):
+            try:
+                return await self._http.post(path, json=body)
+            except httpx.TransportError:
+                self.resent += 1
+        return await self._http.post(path, json=body)
+
     async def _post(self, batch: list[dict[str, Any]]) -> None:
         body: Any = {self._field: batch} if self._field else batch
         sent_at = time.time()
-        response = await self._http.post(self._path, json=body)
+        response = await self._post_again_if_lost(self._path, body)
         answered_at = time.time()
         if response.status_code not in (202, 207):
             self._refuse(len(batch), f"{response.status_code} {response.text[:300]}")
             return
         for item in response.json()["data"]["items"]:
-            if item["outcome"] == "accepted":
+            if item["outcome"] in ("accepted", "replayed"):
                 self.accepted.append(
                     Accepted(item["notification_id"], item["request_id"], sent_at, answered_at)
                 )
@@ -139,6 +154,7 @@ async def run_campaign(bench: Bench, kind: str, count: int, *, label: str) -> di
         base_url=bench.gateway,
         headers={"Authorization": f"Bearer {token}"},
         timeout=ANSWER_TIMEOUT_SECONDS,
+        limits=httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS),  # below the server's 5 s
     ) as http:
         sender = Sender(http, path, field)
         cpu_before = bench.stat.cpu()
@@ -183,6 +199,7 @@ async def run_campaign(bench: Bench, kind: str, count: int, *, label: str) -> di
     result |= cpu_per_notification(bench, cpu_before, cpu_after, result["delivered"], {})
     result["rss_mb_peak"] = {name: round(value / 2**20, 1) for name, value in peaks.items()}
     result["batch_size"], result["connections"] = size, connections
+    result["batches_resent"] = sender.resent
     rate = result["delivered_per_second"]
     result["minutes_per_campaign"] = round(CAMPAIGN_SIZE / rate / 60, 1) if rate else None
     result["campaign_size"] = CAMPAIGN_SIZE

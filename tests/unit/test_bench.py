@@ -13,6 +13,7 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings
 
 from benchmarks import report
+from benchmarks.campaign import Sender, notification
 from benchmarks.ceilings import _for_a_while
 from benchmarks.config import BenchConfig, BenchFailure
 from benchmarks.e2e import Arrivals
@@ -286,3 +287,26 @@ async def test_a_ceiling_whose_sends_keep_failing_fails_the_bench():
 
     with pytest.raises(BenchFailure, match="failed in transport"):
         await _for_a_while(0.1, 2, send)
+
+
+async def test_a_campaign_batch_whose_answer_is_lost_is_posted_again_and_replays_count():
+    posts: list[list[str]] = []
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        ids = [n["request_id"] for n in json.loads(request.content)["notifications"]]
+        posts.append(ids)
+        if len(posts) == 1:  # accepted, but the answer never reached the client
+            raise httpx.ReadError("connection closed")
+        items = [{"request_id": r, "notification_id": f"n-{r}", "outcome": "replayed"} for r in ids]
+        items[-1] = {"request_id": ids[-1], "outcome": "refused", "error": {"status": 422}}
+        return httpx.Response(202, json={"data": {"items": items}})
+
+    async with httpx.AsyncClient(
+        transport=httpx.MockTransport(gateway), base_url="http://g"
+    ) as http:
+        sender = Sender(http, "/api/v1/notifications/batch", "notifications")
+        batch = [notification("email", "u", f"r{n}", n) for n in range(3)]
+        await sender.run([batch], connections=1)
+    assert posts == [["r0", "r1", "r2"]] * 2  # the same request ids again
+    assert [a.notification_id for a in sender.accepted] == ["n-r0", "n-r1"]
+    assert (sender.resent, sender.refused) == (1, 1)
