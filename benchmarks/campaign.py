@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from benchmarks.config import BenchFailure
 from benchmarks.e2e import (
     SETTLE_SECONDS,
     Arrivals,
@@ -165,8 +166,13 @@ async def run_campaign(bench: Bench, kind: str, count: int, *, label: str) -> di
         ]
 
         async def send_all() -> list[Accepted]:
-            await sender.run(batches, connections)
-            return await sender.urgent(urgent)  # into the backlog the campaign left
+            try:
+                await sender.run(batches, connections)
+                return await sender.urgent(urgent)  # into the backlog the campaign left
+            except httpx.HTTPError as exc:
+                raise BenchFailure(
+                    f"{label}: a request failed {TRANSPORT_ATTEMPTS} times in transport: {exc!r}"
+                ) from exc
 
         async with rss_peaks(bench.stat) as peaks:
             sending = asyncio.create_task(send_all())
@@ -174,7 +180,7 @@ async def run_campaign(bench: Bench, kind: str, count: int, *, label: str) -> di
             def wanted() -> set[str] | None:
                 if not sending.done():
                     return None
-                # (a failed request ends the run with its error)
+                # (a request that kept failing ends the run: BenchFailure)
                 return {a.notification_id for a in [*sender.accepted, *sending.result()]}
 
             await await_arrivals(bench, label, arrivals, wanted, lambda: len(sender.accepted))
@@ -199,7 +205,7 @@ async def run_campaign(bench: Bench, kind: str, count: int, *, label: str) -> di
     result |= cpu_per_notification(bench, cpu_before, cpu_after, result["delivered"], {})
     result["rss_mb_peak"] = {name: round(value / 2**20, 1) for name, value in peaks.items()}
     result["batch_size"], result["connections"] = size, connections
-    result["batches_resent"] = sender.resent
+    result["requests_resent"] = sender.resent
     rate = result["delivered_per_second"]
     result["minutes_per_campaign"] = round(CAMPAIGN_SIZE / rate / 60, 1) if rate else None
     result["campaign_size"] = CAMPAIGN_SIZE

@@ -41,16 +41,17 @@ def read_stat(pid: int) -> Stat | None:
     return Stat(pid, int(rest[1]), comm, (utime + stime) / TICKS)
 
 
-def run_times(pid: int) -> tuple[float, float]:
-    """Seconds the process's threads ran on a CPU and waited, runnable, for one (the scheduler's
-    ``/proc/<pid>/task/<tid>/schedstat``); zeros for a process that is gone."""
-    ran = waited = 0
+def run_times(pid: int) -> dict[int, tuple[float, float]]:
+    """By thread: seconds it ran on a CPU and waited, runnable, for one (the scheduler's
+    ``/proc/<pid>/task/<tid>/schedstat``); empty for a process that is gone. Per thread, so that a
+    thread ending between two readings does not take its past out of a difference."""
+    times = {}
     with suppress(OSError):
         for task in (PROC / str(pid) / "task").iterdir():
             with suppress(OSError, ValueError, IndexError):
                 fields = (task / "schedstat").read_text().split()
-                ran, waited = ran + int(fields[0]), waited + int(fields[1])
-    return ran / 1e9, waited / 1e9
+                times[int(task.name)] = (int(fields[0]) / 1e9, int(fields[1]) / 1e9)
+    return times
 
 
 def rss_bytes(pid: int) -> int:

@@ -114,7 +114,7 @@ each profile, from the scheduler's own accounting over the recording."""
 def waiting_share(
     before: dict[int, tuple[float, float]], after: dict[int, tuple[float, float]]
 ) -> float:
-    """Percent of the runnable time spent waiting for a CPU, over the processes measured."""
+    """Percent of the runnable time spent waiting for a CPU, over the threads in both readings."""
     ran = sum(after[p][0] - before[p][0] for p in before if p in after)
     waited = sum(after[p][1] - before[p][1] for p in before if p in after)
     return round(waited * 100 / (ran + waited), 1) if ran + waited > 0 else 0.0
@@ -126,8 +126,9 @@ class Recording:
     def __init__(self, bench: Bench, service: str, out: Path, rate: int) -> None:
         targets = {pid: out.with_name(f"{out.name}-{pid}.txt") for pid in bench.pids(service)}
         self.files = list(targets.values())
-        measured = with_descendants(targets, all_stats())  # a service's worker processes too
-        self._run_times = {pid: run_times(pid) for pid in measured}
+        # a service's worker processes too
+        self._measured = with_descendants(targets, all_stats())
+        self._run_times = self._threads()
         self.waiting = 0.0
         self._spies = [
             subprocess.Popen(
@@ -141,10 +142,11 @@ class Recording:
             for pid, path in targets.items()
         ]
 
+    def _threads(self) -> dict[int, tuple[float, float]]:
+        return {tid: t for pid in self._measured for tid, t in run_times(pid).items()}
+
     def stop(self) -> list[Path]:
-        self.waiting = waiting_share(
-            self._run_times, {pid: run_times(pid) for pid in self._run_times}
-        )
+        self.waiting = waiting_share(self._run_times, self._threads())
         for spy in self._spies:
             spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
         for spy in self._spies:
