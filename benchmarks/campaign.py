@@ -22,16 +22,8 @@ from typing import Any
 import httpx
 
 from benchmarks.config import BenchFailure
-from benchmarks.e2e import (
-    SETTLE_SECONDS,
-    Arrivals,
-    account,
-    await_arrivals,
-    cpu_per_notification,
-    report_run,
-)
+from benchmarks.e2e import Arrivals, deliver, report_run
 from benchmarks.intake import batch_endpoint
-from benchmarks.procstat import rss_peaks
 from benchmarks.stack import TEMPLATES, Bench
 from benchmarks.stats import distribution_ms
 from benchmarks.wrk import Accepted
@@ -130,7 +122,7 @@ async def run_campaign(bench: Bench, kind: str, count: int, *, label: str) -> di
     """Send ``count`` notifications of ``kind`` in batches and wait until each accepted one
     arrived: the counts and figures :func:`benchmarks.e2e.run_e2e` gives, or a note when the
     gateway has no batch endpoint."""
-    config, say, system = bench.config, bench.say, bench.system
+    config, say = bench.config, bench.say
     found = await batch_endpoint(bench.gateway)
     if found is None:
         return {"note": "n/a: no POST /api/v1/notifications/batch"}
@@ -145,7 +137,7 @@ async def run_campaign(bench: Bench, kind: str, count: int, *, label: str) -> di
         ]
         for start in range(0, count, size)
     ]
-    arrivals = Arrivals(system.sink.record if kind == "email" else system.fcm.record)
+    arrivals = Arrivals.at(bench, kind)
     token = await bench.token()
     say(
         f"{label}: {count:,} {kind} notifications in batches of {size:,}, {connections} in "
@@ -158,7 +150,6 @@ async def run_campaign(bench: Bench, kind: str, count: int, *, label: str) -> di
         limits=httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS),  # below the server's 5 s
     ) as http:
         sender = Sender(http, path, field)
-        cpu_before = bench.stat.cpu()
         urgent = [
             notification(kind, users[n % len(users)], f"{run}-urgent-{n}", n)
             | {"priority": URGENT_PRIORITY}
@@ -166,29 +157,24 @@ async def run_campaign(bench: Bench, kind: str, count: int, *, label: str) -> di
         ]
 
         async def send_all() -> list[Accepted]:
+            """The campaign, then the urgent ones into the backlog it left (those returned)."""
             try:
                 await sender.run(batches, connections)
-                return await sender.urgent(urgent)  # into the backlog the campaign left
+                return await sender.urgent(urgent)
             except httpx.HTTPError as exc:
                 raise BenchFailure(
                     f"{label}: a request failed {TRANSPORT_ATTEMPTS} times in transport: {exc!r}"
                 ) from exc
 
-        async with rss_peaks(bench.stat) as peaks:
-            sending = asyncio.create_task(send_all())
-
-            def wanted() -> set[str] | None:
-                if not sending.done():
-                    return None
-                # (a request that kept failing ends the run: BenchFailure)
-                return {a.notification_id for a in [*sender.accepted, *sending.result()]}
-
-            await await_arrivals(bench, label, arrivals, wanted, lambda: len(sender.accepted))
-            cpu_after = bench.stat.cpu()
-    await asyncio.sleep(SETTLE_SECONDS)
-    arrivals.read()
-    urgent_accepted = sending.result()
-    result = account([*sender.accepted, *urgent_accepted], arrivals, count + URGENT_COUNT)
+        urgent_accepted, result = await deliver(
+            bench,
+            label,
+            arrivals,
+            send_all(),
+            records=lambda urgent_accepted: [*sender.accepted, *urgent_accepted],
+            count=count + URGENT_COUNT,
+            accepted=lambda: len(sender.accepted),
+        )
     result["urgent"] = {
         "count": URGENT_COUNT,
         "priority": URGENT_PRIORITY,
@@ -202,8 +188,6 @@ async def run_campaign(bench: Bench, kind: str, count: int, *, label: str) -> di
             ]
         ),
     }
-    result |= cpu_per_notification(bench, cpu_before, cpu_after, result["delivered"], {})
-    result["rss_mb_peak"] = {name: round(value / 2**20, 1) for name, value in peaks.items()}
     result["batch_size"], result["connections"] = size, connections
     result["requests_resent"] = sender.resent
     rate = result["delivered_per_second"]

@@ -13,9 +13,9 @@ import asyncio
 import json
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from benchmarks.config import Progress
 from benchmarks.procstat import cpu_delta, rss_peaks
@@ -23,6 +23,7 @@ from benchmarks.stack import Bench
 from benchmarks.stats import distribution_ms
 from benchmarks.wrk import run_count
 
+T = TypeVar("T")
 SETTLE_SECONDS = 1.0  # after the last arrival, how long to watch for a late duplicate
 PROGRESS_EVERY = 3.0
 
@@ -50,14 +51,19 @@ class Arrivals:
     def __len__(self) -> int:
         return sum(len(times) for times in self.times.values())
 
+    @classmethod
+    def at(cls, bench: Bench, kind: str) -> Arrivals:
+        """Where notifications of ``kind`` arrive: the SMTP sink's record or the FCM stand-in's."""
+        system = bench.system
+        return cls(system.sink.record if kind == "email" else system.fcm.record)
+
 
 async def run_e2e(
     bench: Bench, kind: str, count: int, *, label: str, connections: int, rate: float = 0.0
 ) -> dict[str, Any]:
     """Send ``count`` notifications of ``kind`` and wait until every accepted one arrived."""
     config, say = bench.config, bench.say
-    system = bench.system
-    arrivals = Arrivals(system.sink.record if kind == "email" else system.fcm.record)
+    arrivals = Arrivals.at(bench, kind)
     load = await bench.load(kind, connections, rate=rate)
     pace = f" at {rate:g}/s" if rate else ""
     say(f"{label}: {count:,} {kind} notifications, {connections} in flight{pace}")
@@ -67,54 +73,76 @@ async def run_e2e(
         nonlocal accepted_so_far
         accepted_so_far = accepted
 
-    cpu_before = bench.stat.cpu()
-    async with rss_peaks(bench.stat) as peaks:
-        sending = asyncio.create_task(
-            run_count(
-                bench.gateway,
-                load,
-                count,
-                bench.workdir / f"wrk-{label}",
-                stall_seconds=config.stall_seconds,
-                on_progress=progress,
-            )
-        )
-
-        def wanted() -> set[str] | None:
-            if not sending.done():
-                return None
-            return {r.notification_id for r in sending.result().records}
-
-        await await_arrivals(bench, label, arrivals, wanted, lambda: accepted_so_far)
-        cpu_after = bench.stat.cpu()
-    sent = sending.result()
-    await asyncio.sleep(SETTLE_SECONDS)
-    arrivals.read()
-    result = account(sent.records, arrivals, count)
-    result["requests"] = sent.summary() | {"wrk_cpu_seconds": sent.cpu_seconds}
-    result |= cpu_per_notification(
-        bench, cpu_before, cpu_after, result["delivered"], {"wrk": sent.cpu_seconds or 0}
+    sent, result = await deliver(
+        bench,
+        label,
+        arrivals,
+        run_count(
+            bench.gateway,
+            load,
+            count,
+            bench.workdir / f"wrk-{label}",
+            stall_seconds=config.stall_seconds,
+            on_progress=progress,
+        ),
+        records=lambda sent: sent.records,
+        count=count,
+        accepted=lambda: accepted_so_far,
+        clients=lambda sent: {"wrk": sent.cpu_seconds or 0},
     )
-    result["rss_mb_peak"] = {name: round(value / 2**20, 1) for name, value in peaks.items()}
+    result["requests"] = sent.summary() | {"wrk_cpu_seconds": sent.cpu_seconds}
     result["connections"], result["rate"] = connections, rate or None
     report_run(say, label, result, sent.first_refusal)
     return result
 
 
-async def await_arrivals(
+async def deliver(
     bench: Bench,
     label: str,
     arrivals: Arrivals,
-    wanted: Callable[[], set[str] | None],
+    sending: Coroutine[Any, Any, T],
+    *,
+    records: Callable[[T], list[Any]],
+    count: int,
+    accepted: Callable[[], int],
+    clients: Callable[[T], dict[str, float]] = lambda _: {},
+) -> tuple[T, dict[str, Any]]:
+    """Run ``sending`` while watching the arrivals, until every notification it reports accepted
+    (``records``, as :func:`account` reads them) arrived; returns what it returned and the
+    accounting of ``count`` requested, with the CPU per delivered notification of every process
+    (``clients``: the load generator's seconds) and the resident-memory peaks."""
+    cpu_before = bench.stat.cpu()
+    async with rss_peaks(bench.stat) as peaks:
+        task = asyncio.create_task(sending)
+        await _await_arrivals(bench, label, arrivals, task, records, accepted)
+        cpu_after = bench.stat.cpu()
+    sent = task.result()
+    await asyncio.sleep(SETTLE_SECONDS)
+    arrivals.read()
+    result = account(records(sent), arrivals, count)
+    result |= _cpu_per_notification(
+        bench, cpu_before, cpu_after, result["delivered"], clients(sent)
+    )
+    result["rss_mb_peak"] = {name: round(value / 2**20, 1) for name, value in peaks.items()}
+    return sent, result
+
+
+async def _await_arrivals(
+    bench: Bench,
+    label: str,
+    arrivals: Arrivals,
+    sending: asyncio.Task[T],
+    records: Callable[[T], list[Any]],
     accepted: Callable[[], int],
 ) -> None:
-    """Until every wanted notification arrived, showing progress. ``wanted`` is None while the
-    sending goes on, then the ids that were accepted. Gives up when nothing arrives for the
-    stall time (what is missing is then counted as lost)."""
+    """Until every notification the finished ``sending`` accepted arrived, showing progress.
+    Gives up when nothing arrives for the stall time (what is missing is then counted as lost);
+    a sending that failed ends the wait with its error."""
     loop = asyncio.get_running_loop()
     started = last_report = last_change = loop.time()
     seen = -1
     stall = bench.config.stall_seconds
+    wanted: set[str] | None = None
     while True:
         await asyncio.sleep(0.25)
         arrivals.read()
@@ -127,16 +155,17 @@ async def await_arrivals(
             )
         if len(arrivals) != seen:
             seen, last_change = len(arrivals), now
-        ids = wanted()
-        if ids is not None:
-            if ids <= arrivals.times.keys():
+        if wanted is None and sending.done():
+            wanted = {r.notification_id for r in records(sending.result())}
+        if wanted is not None:
+            if wanted <= arrivals.times.keys():
                 return
             if now - last_change > stall:
                 bench.say(f"  {label}: nothing delivered for {stall:.0f} s")
                 return
 
 
-def cpu_per_notification(
+def _cpu_per_notification(
     bench: Bench,
     before: dict[str, float],
     after: dict[str, float],
