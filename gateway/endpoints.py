@@ -8,12 +8,21 @@ from collections import Counter
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Depends, Query
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from gateway.access import READERS, REPORTERS, SENDERS, admitted, list_scope, may_see, shown_to
+from gateway.access import (
+    READERS,
+    REPORTERS,
+    SENDERS,
+    admit,
+    admitted,
+    list_scope,
+    may_see,
+    shown_to,
+)
 from gateway.intake import Accepted
 from gateway.schemas import (
     BatchAccepted,
@@ -24,9 +33,9 @@ from gateway.schemas import (
     NotificationRequest,
     StatusReport,
 )
-from gateway.state import GatewayState, State
-from libs.http.auth import Principal
-from libs.http.envelope import Envelope, PageMeta, Pagination, ok
+from gateway.state import GatewayState, State, gateway_state
+from libs.http.auth import Credentials, Principal
+from libs.http.envelope import Envelope, PageMeta, Pagination, envelope_response, ok
 from libs.http.errors import (
     AppError,
     Conflict,
@@ -61,8 +70,10 @@ async def _take(state: GatewayState, principal: Principal, notifications: int = 
         raise RateLimited("Too many requests; slow down.", headers={"Retry-After": str(seconds)})
 
 
-async def rate_limited(state: State, principal: Sender) -> Principal:
-    await _take(state, principal)
+async def rate_limited(request: Request, credentials: Credentials) -> Principal:
+    """A sender (:func:`admit`) with a token taken from its bucket."""
+    principal = await admit(request, credentials, frozenset(SENDERS))
+    await _take(gateway_state.of(request), principal)
     return principal
 
 
@@ -83,7 +94,7 @@ LimitedSender = Annotated[Principal, Depends(rate_limited)]
 )
 async def send_notification(
     body: NotificationRequest, state: State, principal: LimitedSender
-) -> JSONResponse:
+) -> Response:
     accepted = await state.intake.submit(principal, body)  # its errors are the answers
     message = "Already accepted (idempotent replay)." if accepted.replayed else "Accepted."
     if not accepted.remembered:
@@ -92,8 +103,7 @@ async def send_notification(
             "delivered once."
         )
     headers = {"Idempotent-Replayed": "true"} if accepted.replayed else {}
-    envelope = ok(accepted.response, message)
-    return JSONResponse(envelope.model_dump(mode="json"), status_code=202, headers=headers)
+    return envelope_response(ok(accepted.response, message), status_code=202, headers=headers)
 
 
 @router.post(
@@ -111,7 +121,7 @@ async def send_notification(
         429: {"description": "Rate limited: a token per notification, for the whole batch"},
     },
 )
-async def send_batch(body: NotificationBatch, state: State, principal: Sender) -> JSONResponse:
+async def send_batch(body: NotificationBatch, state: State, principal: Sender) -> Response:
     """202 when every item was accepted (or replayed); 207 when some were refused. An item is
     never reported accepted unless the broker confirmed it; refused items were not queued and may
     be retried with the same request_id (idempotency holds per item, as for single requests)."""
@@ -152,10 +162,7 @@ async def send_batch(body: NotificationBatch, state: State, principal: Sender) -
         items=done,
     )
     message = f"{result.accepted} accepted, {result.replayed} replayed, {result.refused} refused."
-    envelope = ok(result, message)
-    return JSONResponse(
-        envelope.model_dump(mode="json"), status_code=207 if result.refused else 202
-    )
+    return envelope_response(ok(result, message), status_code=207 if result.refused else 202)
 
 
 def _batch_item(index: int, request: NotificationRequest, answer: Accepted | AppError) -> BatchItem:

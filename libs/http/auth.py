@@ -272,13 +272,16 @@ class JwksVerifier:
         return principal_from_claims(claims)
 
 
-_bearer = HTTPBearer(auto_error=False)
+bearer = HTTPBearer(auto_error=False)
+"""The bearer-token dependency: it reads the header and puts the scheme in the OpenAPI."""
+
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
-async def current_principal(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+async def authenticate(
+    request: Request, credentials: HTTPAuthorizationCredentials | None
 ) -> Principal:
+    """The caller of ``request``, from the credentials :data:`bearer` read (401 without)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized(
             "A bearer token is required.",
@@ -289,6 +292,17 @@ async def current_principal(
     return await state.verifier.verify(credentials.credentials)
 
 
+async def current_principal(request: Request, credentials: Credentials) -> Principal:
+    return await authenticate(request, credentials)
+
+
+def check_role(principal: Principal, allowed: frozenset[Role]) -> Principal:
+    """``principal`` if its role is one of ``allowed``; 403 otherwise."""
+    if principal.role not in allowed:
+        raise Forbidden(f"This action needs one of the roles: {', '.join(sorted(allowed))}.")
+    return principal
+
+
 def require_roles(*roles: Role) -> Callable[..., Awaitable[Principal]]:
     """A dependency that admits only the given roles (403 for a valid token with another role)."""
     allowed = frozenset(roles)
@@ -296,9 +310,7 @@ def require_roles(*roles: Role) -> Callable[..., Awaitable[Principal]]:
     async def dependency(
         principal: Annotated[Principal, Depends(current_principal)],
     ) -> Principal:
-        if principal.role not in allowed:
-            raise Forbidden(f"This action needs one of the roles: {', '.join(sorted(allowed))}.")
-        return principal
+        return check_role(principal, allowed)
 
     return dependency
 

@@ -6,6 +6,7 @@ import math
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field
+from starlette.responses import Response
 
 T = TypeVar("T")
 
@@ -57,6 +58,16 @@ def ok(
 ) -> Envelope[T]:
     """A success envelope (FastAPI checks it against the route's response model)."""
     return Envelope(success=True, data=data, message=message, meta=meta)
+
+
+def envelope_response(
+    envelope: Envelope[Any], status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """The envelope as a JSON response, serialized once by pydantic straight to bytes (what a
+    route's ``JSONResponse(envelope.model_dump(mode="json"))`` would send, without building the
+    Python dictionaries first and encoding them again with the standard library)."""
+    body = envelope.__pydantic_serializer__.to_json(envelope)
+    return Response(body, status_code=status_code, headers=headers, media_type="application/json")
 
 
 def error_body(code: str, message: str, data: Any = None) -> dict[str, Any]:

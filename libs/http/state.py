@@ -27,13 +27,21 @@ def lifespan_state(state: object) -> dict[str, object]:
     return {STATE_KEY: state}
 
 
+_CHECKED: set[tuple[type, type]] = set()
+"""(state type, kind) pairs already found to match: ``isinstance`` against a runtime-checkable
+protocol inspects every member, and this runs on every request."""
+
+
 def read_state(connection: HTTPConnection, kind: type[S]) -> S:
     """The service state of this request, checked to be a ``kind``."""
     state = getattr(connection.state, STATE_KEY, None)
+    if (type(state), kind) in _CHECKED:
+        return state  # type: ignore[return-value]
     if not isinstance(state, kind):
         raise RuntimeError(
             f"no {kind.__name__} on this request: is the app's lifespan running? (got {state!r})"
         )
+    _CHECKED.add((type(state), kind))
     return state
 
 
