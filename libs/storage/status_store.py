@@ -46,25 +46,28 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _fields(n: NewNotification) -> list[str]:
-    """A new notification's hash, flattened to field/value pairs."""
+def _snapshot(n: NewNotification) -> bytes:
+    """A new notification's hash as one JSON object of strings: the script stores its fields and
+    puts it in the history stream as it is (one argument a notification, not 28)."""
     created = n.created_at.isoformat()
-    return [
-        "notification_id", n.notification_id,
-        "request_id", n.request_id,
-        "notification_type", n.channel.value,
-        "user_id", n.user_id,
-        "template_code", n.template_code,
-        "priority", str(n.priority),
-        "language", n.language or "",
-        "status", Status.PENDING.value,
-        "attempts", "0",
-        "provider", "",
-        "last_error", "",
-        "owner", n.owner,
-        "created_at", created,
-        "updated_at", created,
-    ]  # fmt: skip
+    return orjson.dumps(
+        {
+            "notification_id": n.notification_id,
+            "request_id": n.request_id,
+            "notification_type": n.channel.value,
+            "user_id": n.user_id,
+            "template_code": n.template_code,
+            "priority": str(n.priority),
+            "language": n.language or "",
+            "status": Status.PENDING.value,
+            "attempts": "0",
+            "provider": "",
+            "last_error": "",
+            "owner": n.owner,
+            "created_at": created,
+            "updated_at": created,
+        }
+    )
 
 
 def _event(kind: str, status: str | None, **details: Any) -> bytes:
@@ -100,13 +103,11 @@ class RedisStatusStore:
         keys = [self._keys.history_stream()]
         args: list[Any] = [self._ttl, self._history_max]
         for n in notifications:
-            fields = _fields(n)
             keys += [
                 self._keys.notification(n.notification_id),
                 self._keys.timeline(n.notification_id),
             ]
-            args += [_event("accepted", Status.PENDING.value, service="gateway"), len(fields)]
-            args += fields
+            args += [_event("accepted", Status.PENDING.value, service="gateway"), _snapshot(n)]
         created = await self._create(keys=keys, args=args)
         return [bool(c) for c in created]
 
