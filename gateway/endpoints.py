@@ -57,6 +57,7 @@ log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["notifications"])
 
 Sender = Annotated[Principal, Depends(admitted(*SENDERS))]
+_SENDERS = frozenset(SENDERS)
 Reader = Annotated[Principal, Depends(admitted(*READERS))]
 Reporter = Annotated[Principal, Depends(admitted(*REPORTERS))]
 
@@ -72,7 +73,7 @@ async def _take(state: GatewayState, principal: Principal, notifications: int = 
 
 async def rate_limited(request: Request, credentials: Credentials) -> Principal:
     """A sender (:func:`admit`) with a token taken from its bucket."""
-    principal = await admit(request, credentials, frozenset(SENDERS))
+    principal = await admit(request, credentials, _SENDERS)
     await _take(gateway_state.of(request), principal)
     return principal
 
