@@ -11,9 +11,15 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from libs.http.auth import CurrentPrincipal, Principal, Role, current_principal, require_roles
+from libs.http.auth import (
+    Credentials,
+    CurrentPrincipal,
+    Principal,
+    Role,
+    authenticate,
+    require_roles,
+)
 from libs.http.envelope import Envelope, PageMeta, Pagination, ok
 from libs.http.state import SessionDep
 from user_service import repository
@@ -61,17 +67,12 @@ from user_service.state import State, UserServiceState
 # "function" scope: the session closes (and commits, if nothing did) before the response is
 # sent, not after it.
 
-_optional_bearer = HTTPBearer(auto_error=False)
 
-
-async def optional_principal(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_optional_bearer)],
-) -> Principal | None:
+async def optional_principal(request: Request, credentials: Credentials) -> Principal | None:
     """The caller if a token is given (and then it must be valid), None for anonymous calls."""
     if credentials is None:
         return None
-    return await current_principal(request, credentials)
+    return await authenticate(request, credentials)
 
 
 def source_address(request: Request) -> str:

@@ -19,12 +19,12 @@ from typing import Any, Literal
 
 import structlog
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from pydantic import BaseModel
 
 from libs.http.docs import install_offline_docs
-from libs.http.envelope import Envelope, ErrorEnvelope, ok
+from libs.http.envelope import Envelope, ErrorEnvelope, envelope_response, ok
 from libs.http.errors import Unauthorized, error_response, install_error_handlers
 from libs.http.middleware import (
     BodyLimitMiddleware,
@@ -91,7 +91,7 @@ def operational_router(
             status="ok" if healthy else "unavailable", service=service, checks=details
         ).model_dump(mode="json")
         if healthy:
-            return JSONResponse(ok(data).model_dump(mode="json"))
+            return envelope_response(ok(data))
         return error_response(503, "not_ready", "A dependency is unavailable.", data)
 
     @router.get(
