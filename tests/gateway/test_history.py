@@ -125,6 +125,42 @@ async def test_the_log_holds_each_status_and_timeline_as_redis_had_it(store, rec
     assert durable.owner == "svc"
 
 
+async def test_the_log_keeps_text_as_it_was_and_empty_fields_empty(store, recorder, engine):
+    n = NewNotification(
+        notification_id=str(uuid.uuid4()),
+        request_id="req «ü» \u2013 ✓",
+        channel=Channel.PUSH,
+        user_id=str(uuid.uuid4()),
+        template_code="welcome",
+        priority=7,
+        created_at=datetime.now(UTC),
+        language=None,
+    )
+    await store.create(n)
+    await store.transition(
+        n.notification_id,
+        Status.FAILED,
+        event="failed",
+        service="push",
+        error='550 «Mailbox» ünavailable: "quoted" \\ back\nslash',
+        details={"nested": {"list": [1, "zwei", None]}, "emoji": "📮"},
+    )
+    await drain(recorder)
+    hot = await store.get(n.notification_id)
+    durable = await NotificationHistory(engine).get(n.notification_id)
+    assert hot is not None
+    assert durable is not None
+    assert durable.model_dump() == hot.model_dump()
+    assert durable.language is None
+    assert durable.owner is None
+    assert durable.provider is None
+    assert durable.priority == 7
+    failed = durable.timeline[-1].model_dump()
+    assert failed["error"] == '550 «Mailbox» ünavailable: "quoted" \\ back\nslash'
+    assert failed["nested"] == {"list": [1, "zwei", None]}
+    assert failed["emoji"] == "📮"
+
+
 async def test_recording_is_idempotent_and_order_independent(store, redis, keys, engine):
     n = _new()
     await store.create(n)
