@@ -62,6 +62,17 @@ async def drain(recorder: HistoryRecorder) -> None:
         pass
 
 
+async def recorded_as_redis_had_it(store, recorder, engine, notification_id: str):
+    """The notification as the log holds it once recorded, checked equal to Redis's status."""
+    await drain(recorder)
+    hot = await store.get(notification_id)
+    durable = await NotificationHistory(engine).get(notification_id)
+    assert hot is not None
+    assert durable is not None
+    assert durable.model_dump() == hot.model_dump()
+    return durable
+
+
 async def _drained(redis, keys, seconds: float = 5.0) -> None:
     """Wait (at most ``seconds``) until the recorders have emptied the stream; the test's own
     assertions then say whether they did."""
@@ -116,12 +127,7 @@ async def test_the_log_holds_each_status_and_timeline_as_redis_had_it(store, rec
     await store.transition(
         n.notification_id, Status.DELIVERED, event="delivered", service="e", provider="smtp"
     )
-    await drain(recorder)
-    hot = await store.get(n.notification_id)
-    durable = await NotificationHistory(engine).get(n.notification_id)
-    assert hot is not None
-    assert durable is not None
-    assert durable.model_dump() == hot.model_dump()
+    durable = await recorded_as_redis_had_it(store, recorder, engine, n.notification_id)
     assert durable.owner == "svc"
 
 
@@ -145,12 +151,7 @@ async def test_the_log_keeps_text_as_it_was_and_empty_fields_empty(store, record
         error='550 «Mailbox» ünavailable: "quoted" \\ back\nslash',
         details={"nested": {"list": [1, "zwei", None]}, "emoji": "📮"},
     )
-    await drain(recorder)
-    hot = await store.get(n.notification_id)
-    durable = await NotificationHistory(engine).get(n.notification_id)
-    assert hot is not None
-    assert durable is not None
-    assert durable.model_dump() == hot.model_dump()
+    durable = await recorded_as_redis_had_it(store, recorder, engine, n.notification_id)
     assert durable.language is None
     assert durable.owner is None
     assert durable.provider is None
