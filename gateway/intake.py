@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import inspect
 import uuid
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -55,15 +56,36 @@ IN_PROGRESS_WAIT_SECONDS = 10.0
 
 
 class UserCheck(Protocol):
-    """``libs.clients.users.UserDirectory``; raises ``UpstreamUnavailable`` when it cannot tell."""
+    """``libs.clients.users.UserDirectory``; raises ``UpstreamUnavailable`` when it cannot tell.
+    Its lookup may start at the call, before the answer is awaited."""
 
-    async def exists(self, user_id: UUID | str) -> bool: ...
+    def exists(self, user_id: UUID | str) -> Awaitable[bool]: ...
 
 
 class TemplateCheck(Protocol):
-    """``libs.clients.templates.TemplateCatalog``; raises ``UpstreamNotFound`` for no template."""
+    """``libs.clients.templates.TemplateCatalog``; raises ``UpstreamNotFound`` for no template.
+    Its lookup may start at the call, before the answer is awaited."""
 
-    async def channel_of(self, code: str) -> Channel: ...
+    def channel_of(self, code: str) -> Awaitable[Channel]: ...
+
+
+@dataclass
+class _Lookups:
+    """A batch's user and template checks, each distinct one asked once, all started together."""
+
+    users: dict[str, Awaitable[bool]]
+    templates: dict[str, Awaitable[Channel]]
+
+    def abandon(self) -> None:
+        """Not needed after all: let them end unheard (their outcomes retrieved, no warning)."""
+        for check in [*self.users.values(), *self.templates.values()]:
+            if isinstance(check, asyncio.Future):
+                if check.done() and not check.cancelled():
+                    check.exception()
+                else:
+                    check.cancel()
+            elif inspect.iscoroutine(check):
+                check.close()
 
 
 @dataclass(frozen=True)
@@ -119,11 +141,15 @@ class NotificationIntake:
         recorded in one script: a batch of 1,000 costs the Redis round trips of one request."""
         items = [_Item.of(principal, request) for request in requests]
         answers: list[Accepted | AppError | None] = [None] * len(items)
+        # Started before the claim, so that their cache reads share its round trip to Redis;
+        # only the items this call claims use them.
+        lookups = self._look_up_references(items)
         try:
             found = await self._idempotency.claim(
                 principal.sub, [(i.request.request_id, i.pending) for i in items], self._pending_ttl
             )
         except RedisError as exc:
+            lookups.abandon()
             log.warning("intake.redis_unavailable", error=repr(exc))
             return [_redis_unavailable() for _ in items]
         ours: list[int] = []
@@ -141,9 +167,11 @@ class NotificationIntake:
         async def wait(n: int) -> None:
             answers[n] = await self._after_the_other(principal, items[n])
 
+        if not ours:
+            lookups.abandon()
         handled = await _together(
             [
-                self._accept_claimed(principal, [items[n] for n in ours], ours, answers),
+                self._accept_claimed(principal, [items[n] for n in ours], ours, answers, lookups),
                 *(wait(n) for n in waiting),
             ]
         )
@@ -176,6 +204,7 @@ class NotificationIntake:
         items: list[_Item],
         slots: list[int],
         answers: list[Accepted | AppError | None],
+        lookups: _Lookups,
     ) -> None:
         """Check references, record, publish and settle the items whose ids this call claimed;
         an item not confirmed by the broker gives its id back and is answered with the error."""
@@ -183,7 +212,7 @@ class NotificationIntake:
             return
         settled: set[int] = set()
         try:
-            refused = await self._verify_references(items)
+            refused = await self._verify_references(items, lookups)
             ready = [k for k in range(len(items)) if k not in refused]
             for k, reason in refused.items():
                 answers[slots[k]] = reason
@@ -309,14 +338,33 @@ class NotificationIntake:
                 )
             await asyncio.sleep(POLL_SECONDS)
 
-    async def _verify_references(self, items: list[_Item]) -> dict[int, AppError]:
+    def _look_up_references(self, items: list[_Item]) -> _Lookups:
+        """Start looking up each distinct user and template of ``items`` (a cache read, or a
+        call on a miss)."""
+        users, templates = self._users, self._templates
+        return _Lookups(
+            users={u: users.exists(u) for u in {str(i.request.user_id) for i in items}}
+            if users
+            else {},
+            templates={c: templates.channel_of(c) for c in {i.request.template_code for i in items}}
+            if templates
+            else {},
+        )
+
+    async def _verify_references(
+        self, items: list[_Item], lookups: _Lookups
+    ) -> dict[int, AppError]:
         """Refuse unknown users and templates while their services can tell; accept otherwise.
-        Each distinct user and template is looked up once (a cache read, or a call on a miss),
-        all together. Returns the refused items (by position) with their errors."""
+        Returns the refused items (by position) with their errors."""
         users = sorted({str(i.request.user_id) for i in items})
         codes = sorted({i.request.template_code for i in items})
-        known = await _together([self._user_known(u) for u in users])
-        kinds = await _together([self._template_kind(c) for c in codes])
+        try:
+            known = await _together([self._user_known(lookups.users.get(u)) for u in users])
+            kinds = await _together(
+                [self._template_kind(c, lookups.templates.get(c)) for c in codes]
+            )
+        finally:
+            lookups.abandon()  # those of items this call did not claim
         user_known = dict(zip(users, known, strict=True))
         template_kind = dict(zip(codes, kinds, strict=True))
         refused: dict[int, AppError] = {}
@@ -344,22 +392,22 @@ class NotificationIntake:
                 )
         return refused
 
-    async def _user_known(self, user_id: str) -> bool | None:
+    async def _user_known(self, lookup: Awaitable[bool] | None) -> bool | None:
         """True/False, or None when nobody can tell (no check, or user_service unreachable)."""
-        if self._users is None:
+        if lookup is None:
             return None
         try:
-            return await self._users.exists(user_id)
+            return await lookup
         except UpstreamUnavailable as exc:
             log.warning("intake.user_check_skipped", error=str(exc))
             return None
 
-    async def _template_kind(self, code: str) -> Channel | None:
+    async def _template_kind(self, code: str, lookup: Awaitable[Channel] | None) -> Channel | None:
         """The template's channel, or None when nobody can tell; 422 if there is no template."""
-        if self._templates is None:
+        if lookup is None:
             return None
         try:
-            return await self._templates.channel_of(code)
+            return await lookup
         except UpstreamNotFound as exc:
             raise Unprocessable(
                 f"No template with code {code!r}.", code="unknown_template"

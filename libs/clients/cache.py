@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import orjson
 import structlog
@@ -34,6 +34,7 @@ CACHE_LOOKUPS = Counter(
 )
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 _READ = lua_script(__file__, "cache_read.lua")
 _BUMP = lua_script(__file__, "cache_bump.lua")
@@ -98,6 +99,23 @@ class VersionedCache:
     ) -> T:
         """Return a fresh cached value, or fetch and cache it, or fall back to a stale one.
         Callers asking for the same entry meanwhile wait for this one's answer."""
+        return await self.lookup(
+            kind, ident, fetch, fresh_ttl=fresh_ttl, stale_ttl=stale_ttl, extra=extra
+        )
+
+    def lookup(
+        self,
+        kind: str,
+        ident: str,
+        fetch: Callable[[], Awaitable[T]],
+        *,
+        fresh_ttl: int,
+        stale_ttl: int,
+        extra: str = "",
+    ) -> asyncio.Future[T]:
+        """:meth:`get_through`, started at the call: lookups started one after another, before
+        any is awaited, read Redis in one round trip (with whatever else the caller sends in that
+        loop turn). The future is the caller's own: cancelling it leaves the lookup to others."""
         key = (kind, ident, extra)
         shared = self._inflight.get(key)
         if shared is None:
@@ -109,8 +127,7 @@ class VersionedCache:
             self._inflight[key] = shared
             shared.add_done_callback(lambda done: self._finished(key, done))
         # shielded: one caller's cancellation must not cancel the others' lookup
-        result: T = await asyncio.shield(shared)
-        return result
+        return asyncio.shield(shared)
 
     def _finished(self, key: tuple[str, str, str], done: asyncio.Future[Any]) -> None:
         if self._inflight.get(key) is done:
@@ -144,3 +161,35 @@ class VersionedCache:
         CACHE_LOOKUPS.labels(kind, "miss").inc()
         await self.write(kind, ident, version, data, stale_ttl, extra)
         return data
+
+
+def mapped(
+    source: asyncio.Future[T],
+    convert: Callable[[T], V],
+    recover: Callable[[BaseException], V] = lambda exc: _reraise(exc),
+) -> asyncio.Future[V]:
+    """A future of ``convert(result)``, or of ``recover(exception)`` (which raises what it does
+    not turn into a value), once ``source`` is done: a lookup's answer in the caller's terms,
+    without a task. ``source``'s outcome is always retrieved, even if nobody awaits the result."""
+    target: asyncio.Future[V] = source.get_loop().create_future()
+
+    def settle(done: asyncio.Future[T]) -> None:
+        if done.cancelled():
+            target.cancel()
+            return
+        error = done.exception()
+        if target.done():  # given up on (cancelled) meanwhile
+            return
+        try:
+            value = convert(done.result()) if error is None else recover(error)
+        except BaseException as exc:  # what the source raised, or what converting it did
+            target.set_exception(exc)
+        else:
+            target.set_result(value)
+
+    source.add_done_callback(settle)
+    return target
+
+
+def _reraise(exc: BaseException) -> NoReturn:
+    raise exc

@@ -7,6 +7,7 @@ activation, rollback), so the next delivery renders the new content.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import orjson
 
 from libs.clients.batching import Coalescer
-from libs.clients.cache import VersionedCache
+from libs.clients.cache import VersionedCache, mapped
 from libs.clients.errors import UpstreamNotFound, UpstreamRejected
 from libs.clients.http import ServiceClient
 from libs.clients.models import Rendered
@@ -105,12 +106,15 @@ class TemplateCatalog:
         self._ttl = ttl
         self._stale_ttl = stale_ttl
 
-    async def channel_of(self, code: str) -> Channel:
+    def channel_of(self, code: str) -> asyncio.Future[Channel]:
+        """The template's channel; raises UpstreamNotFound if there is no such template. The
+        lookup starts at the call (:meth:`VersionedCache.lookup`)."""
+
         async def fetch() -> Any:
             data = await self._client.request("GET", f"/api/v1/templates/{code}")
             return {"type": data["type"]}
 
-        data = await self._cache.get_through(
+        lookup = self._cache.lookup(
             TEMPLATE_CACHE,
             code,
             fetch,
@@ -118,4 +122,4 @@ class TemplateCatalog:
             stale_ttl=self._stale_ttl,
             extra="meta",
         )
-        return Channel(data["type"])
+        return mapped(lookup, lambda data: Channel(data["type"]))

@@ -6,11 +6,12 @@ bumps both versions after any change to a user, so changes are visible to the ne
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from uuid import UUID
 
 from libs.clients.batching import Coalescer
-from libs.clients.cache import VersionedCache
+from libs.clients.cache import VersionedCache, mapped
 from libs.clients.errors import UpstreamNotFound
 from libs.clients.http import ServiceClient
 from libs.clients.models import Preferences, UserProfile
@@ -44,16 +45,16 @@ class UserDirectory:
             found[str(missing)] = UpstreamNotFound("user_service", "No such user.", 404)
         return found
 
-    async def get_preferences(self, user_id: UUID | str) -> Preferences:
-        ident = str(user_id)
-
+    def _preferences(self, ident: str) -> asyncio.Future[Any]:
         async def fetch() -> Any:
             return (await self._profiles.load(ident))["preferences"]
 
-        data = await self._cache.get_through(
+        return self._cache.lookup(
             PREFERENCES_CACHE, ident, fetch, fresh_ttl=self._prefs_ttl, stale_ttl=self._stale_ttl
         )
-        return Preferences.model_validate(data)
+
+    async def get_preferences(self, user_id: UUID | str) -> Preferences:
+        return Preferences.model_validate(await self._preferences(str(user_id)))
 
     async def get_user(self, user_id: UUID | str) -> UserProfile:
         ident = str(user_id)
@@ -66,13 +67,10 @@ class UserDirectory:
         )
         return UserProfile.model_validate(data)
 
-    async def exists(self, user_id: UUID | str) -> bool:
-        """Used by the gateway to refuse unknown users; raises UpstreamUnavailable if unsure."""
-        try:
-            await self.get_preferences(user_id)
-        except UpstreamNotFound:
-            return False
-        return True
+    def exists(self, user_id: UUID | str) -> asyncio.Future[bool]:
+        """Used by the gateway to refuse unknown users; raises UpstreamUnavailable if unsure.
+        The lookup starts at the call (:meth:`VersionedCache.lookup`)."""
+        return mapped(self._preferences(str(user_id)), lambda _: True, _absent)
 
     async def invalidate_push_token(self, user_id: UUID | str, token: str, reason: str) -> None:
         """Tell user_service that FCM no longer knows ``token`` so it is pruned."""
@@ -81,3 +79,9 @@ class UserDirectory:
             f"/api/v1/users/{user_id}/push-tokens/invalidate",
             json={"token": token, "reason": reason},
         )
+
+
+def _absent(exc: BaseException) -> bool:
+    if isinstance(exc, UpstreamNotFound):
+        return False
+    raise exc

@@ -60,3 +60,65 @@ async def test_a_shared_failure_reaches_every_caller_and_a_cancelled_caller_leav
     assert all(isinstance(r, UpstreamNotFound) for r in results[1:])
     with pytest.raises(UpstreamNotFound):  # nothing is kept of a failed lookup
         await lookup()
+
+
+async def test_lookups_started_together_share_one_round_trip_and_answer_each_in_its_terms(
+    keys: Keys,
+) -> None:
+    """What the gateway does before claiming a request id: the user and the template lookups
+    started at once, read in one pipeline, each mapped to its own answer or error."""
+    from libs.clients.cache import mapped
+    from libs.storage.redis import create_redis
+    from tests.support.isolation import REDIS_URL
+
+    redis = create_redis(REDIS_URL, auto_pipeline=True)
+    cache = VersionedCache(redis, keys)
+    sent: list[int] = []
+    send = redis._send  # type: ignore[attr-defined]
+
+    async def counted(batch: list[object]) -> None:
+        sent.append(len(batch))
+        await send(batch)
+
+    redis._send = counted  # type: ignore[attr-defined]
+
+    async def fetch_found() -> dict[str, str]:
+        return {"type": "push"}
+
+    async def fetch_missing() -> dict[str, str]:
+        raise UpstreamNotFound("user_service", "no such user", 404)
+
+    def absent(exc: BaseException) -> bool:
+        if isinstance(exc, UpstreamNotFound):
+            return False
+        raise exc
+
+    try:
+        for _ in range(2):  # cold (fetched), then warm (read from Redis)
+            sent.clear()
+            kind = mapped(
+                cache.lookup("template", "t1", fetch_found, fresh_ttl=60, stale_ttl=600),
+                lambda data: data["type"],
+            )
+            known = mapped(
+                cache.lookup("prefs", "u1", fetch_missing, fresh_ttl=60, stale_ttl=600),
+                lambda _: True,
+                absent,
+            )
+            broken = mapped(
+                cache.lookup("prefs", "u2", fetch_found, fresh_ttl=60, stale_ttl=600),
+                lambda _: 1 / 0,
+            )
+            assert await kind == "push"
+            assert await known is False
+            with pytest.raises(ZeroDivisionError):
+                await broken
+            assert sent[0] == 3  # the three cache reads went to Redis together
+        # a caller giving up on its answer leaves the lookup to finish for the others
+        given_up = cache.lookup("template", "t2", fetch_found, fresh_ttl=60, stale_ttl=600)
+        mine = mapped(given_up, lambda data: data["type"])
+        mine.cancel()
+        assert await given_up == {"type": "push"}
+        assert mine.cancelled()
+    finally:
+        await redis.aclose()
