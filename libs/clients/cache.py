@@ -87,23 +87,7 @@ class VersionedCache:
         )
         return int(version)
 
-    async def get_through(
-        self,
-        kind: str,
-        ident: str,
-        fetch: Callable[[], Awaitable[T]],
-        *,
-        fresh_ttl: int,
-        stale_ttl: int,
-        extra: str = "",
-    ) -> T:
-        """Return a fresh cached value, or fetch and cache it, or fall back to a stale one.
-        Callers asking for the same entry meanwhile wait for this one's answer."""
-        return await self.lookup(
-            kind, ident, fetch, fresh_ttl=fresh_ttl, stale_ttl=stale_ttl, extra=extra
-        )
-
-    def lookup(
+    def get_through(
         self,
         kind: str,
         ident: str,
@@ -113,9 +97,11 @@ class VersionedCache:
         stale_ttl: int,
         extra: str = "",
     ) -> asyncio.Future[T]:
-        """:meth:`get_through`, started at the call: lookups started one after another, before
-        any is awaited, read Redis in one round trip (with whatever else the caller sends in that
-        loop turn). The future is the caller's own: cancelling it leaves the lookup to others."""
+        """A fresh cached value, or fetched and cached, or else a stale one. Callers asking for
+        the same entry meanwhile wait for this one's answer. The lookup starts at the call:
+        lookups started one after another, before any is awaited, read Redis in one round trip
+        (with whatever else the caller sends in that loop turn). The future is the caller's
+        own: cancelling it leaves the lookup to the others."""
         key = (kind, ident, extra)
         shared = self._inflight.get(key)
         if shared is None:

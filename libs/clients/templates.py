@@ -108,13 +108,13 @@ class TemplateCatalog:
 
     def channel_of(self, code: str) -> asyncio.Future[Channel]:
         """The template's channel; raises UpstreamNotFound if there is no such template. The
-        lookup starts at the call (:meth:`VersionedCache.lookup`)."""
+        lookup starts at the call (:meth:`VersionedCache.get_through`)."""
 
         async def fetch() -> Any:
             data = await self._client.request("GET", f"/api/v1/templates/{code}")
             return {"type": data["type"]}
 
-        lookup = self._cache.lookup(
+        lookup = self._cache.get_through(
             TEMPLATE_CACHE,
             code,
             fetch,

@@ -49,7 +49,7 @@ class UserDirectory:
         async def fetch() -> Any:
             return (await self._profiles.load(ident))["preferences"]
 
-        return self._cache.lookup(
+        return self._cache.get_through(
             PREFERENCES_CACHE, ident, fetch, fresh_ttl=self._prefs_ttl, stale_ttl=self._stale_ttl
         )
 
@@ -69,7 +69,7 @@ class UserDirectory:
 
     def exists(self, user_id: UUID | str) -> asyncio.Future[bool]:
         """Used by the gateway to refuse unknown users; raises UpstreamUnavailable if unsure.
-        The lookup starts at the call (:meth:`VersionedCache.lookup`)."""
+        The lookup starts at the call (:meth:`VersionedCache.get_through`)."""
         return mapped(self._preferences(str(user_id)), lambda _: True, _absent)
 
     async def invalidate_push_token(self, user_id: UUID | str, token: str, reason: str) -> None:

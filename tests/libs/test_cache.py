@@ -97,16 +97,16 @@ async def test_lookups_started_together_share_one_round_trip_and_answer_each_in_
         for _ in range(2):  # cold (fetched), then warm (read from Redis)
             sent.clear()
             kind = mapped(
-                cache.lookup("template", "t1", fetch_found, fresh_ttl=60, stale_ttl=600),
+                cache.get_through("template", "t1", fetch_found, fresh_ttl=60, stale_ttl=600),
                 lambda data: data["type"],
             )
             known = mapped(
-                cache.lookup("prefs", "u1", fetch_missing, fresh_ttl=60, stale_ttl=600),
+                cache.get_through("prefs", "u1", fetch_missing, fresh_ttl=60, stale_ttl=600),
                 lambda _: True,
                 absent,
             )
             broken = mapped(
-                cache.lookup("prefs", "u2", fetch_found, fresh_ttl=60, stale_ttl=600),
+                cache.get_through("prefs", "u2", fetch_found, fresh_ttl=60, stale_ttl=600),
                 lambda _: 1 / 0,
             )
             assert await kind == "push"
@@ -115,7 +115,7 @@ async def test_lookups_started_together_share_one_round_trip_and_answer_each_in_
                 await broken
             assert sent[0] == 3  # the three cache reads went to Redis together
         # a caller giving up on its answer leaves the lookup to finish for the others
-        given_up = cache.lookup("template", "t2", fetch_found, fresh_ttl=60, stale_ttl=600)
+        given_up = cache.get_through("template", "t2", fetch_found, fresh_ttl=60, stale_ttl=600)
         mine = mapped(given_up, lambda data: data["type"])
         mine.cancel()
         assert await given_up == {"type": "push"}
