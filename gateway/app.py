@@ -12,7 +12,7 @@ import structlog
 from fastapi import FastAPI
 
 from gateway.config import GatewaySettings
-from gateway.endpoints import router
+from gateway.endpoints import HOT_ROUTES, router
 from gateway.history import HistoryRecorder, NotificationHistory
 from gateway.idempotency import RedisIdempotencyStore
 from gateway.intake import NotificationIntake
@@ -102,6 +102,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         description="Send email and push notifications; query their status.",
         lifespan=lifespan,
         routers=[router],
+        hot_routes=HOT_ROUTES,
         readiness={
             "redis": redis_ready(lambda r: gateway_state.of(r).redis),
             "rabbitmq": publisher_ready(lambda r: gateway_state.of(r).publisher),

@@ -34,7 +34,7 @@ from gateway.schemas import (
     StatusReport,
 )
 from gateway.state import GatewayState, State, gateway_state
-from libs.http.auth import Credentials, Principal
+from libs.http.auth import Credentials, Principal, bearer
 from libs.http.envelope import Envelope, PageMeta, Pagination, envelope_response, ok
 from libs.http.errors import (
     AppError,
@@ -44,6 +44,7 @@ from libs.http.errors import (
     Unprocessable,
     validation_details,
 )
+from libs.http.hot import HotRoute, read_json_body, validated
 from libs.notification.message import Channel
 from libs.notification.status import (
     Status,
@@ -95,6 +96,25 @@ LimitedSender = Annotated[Principal, Depends(rate_limited)]
 )
 async def send_notification(
     body: NotificationRequest, state: State, principal: LimitedSender
+) -> Response:
+    """Declared for the OpenAPI document; :func:`send_notification_hot` answers (the same)."""
+    return await _accept_one(state, principal, body)
+
+
+async def send_notification_hot(request: Request) -> Response:
+    """``POST /api/v1/notifications/`` as a hot route (libs/http/hot.py): the busiest route, in
+    the steps and with the errors of :func:`send_notification` declared above."""
+    raw = await read_json_body(request)
+    principal = await rate_limited(request, await bearer(request))
+    body = validated(NotificationRequest, raw)
+    return await _accept_one(gateway_state.of(request), principal, body)
+
+
+HOT_ROUTES = [HotRoute("/api/v1/notifications/", send_notification_hot, methods=["POST"])]
+
+
+async def _accept_one(
+    state: GatewayState, principal: Principal, body: NotificationRequest
 ) -> Response:
     accepted = await state.intake.submit(principal, body)  # its errors are the answers
     message = "Already accepted (idempotent replay)." if accepted.replayed else "Accepted."

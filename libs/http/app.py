@@ -22,6 +22,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from pydantic import BaseModel
+from starlette.routing import BaseRoute
 
 from libs.http.docs import install_offline_docs
 from libs.http.envelope import Envelope, ErrorEnvelope, envelope_response, ok
@@ -175,10 +176,12 @@ def create_app(
     body_limits: Mapping[str, int] | None = None,
     description: str = "",
     metrics_token: str | None = None,
+    hot_routes: Sequence[BaseRoute] = (),
 ) -> FastAPI:
     """Build a FastAPI app with the envelope, error handlers, middleware and operational routes.
 
-    ``body_limits``: a larger (or smaller) body limit than ``max_body_bytes`` for some paths."""
+    ``body_limits``: a larger (or smaller) body limit than ``max_body_bytes`` for some paths.
+    ``hot_routes``: plain Starlette routes matched before every other (libs/http/hot.py)."""
     app = FastAPI(
         title=title,
         description=description,
@@ -198,4 +201,5 @@ def create_app(
     app.include_router(operational_router(service, readiness or {}, metrics_refresh, metrics_token))
     for router in routers:
         app.include_router(router)
+    app.router.routes[:0] = hot_routes
     return app
