@@ -69,10 +69,6 @@ class Conflict(AppError):
     status_code, code = 409, "conflict"
 
 
-class PayloadTooLarge(AppError):
-    status_code, code = 413, "payload_too_large"
-
-
 class Unprocessable(AppError):
     status_code, code = 422, "validation_error"
 

@@ -9,9 +9,10 @@ import time
 from collections.abc import Mapping
 
 import structlog
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from libs.http.errors import PayloadTooLarge, error_response
+from libs.http.errors import error_response
 from libs.logging import bind_correlation_id
 from libs.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
@@ -103,7 +104,10 @@ class BodyLimitMiddleware:
             if event["type"] == "http.request":
                 received += len(event.get("body", b""))
                 if received > limit:
-                    raise PayloadTooLarge(message)
+                    # Starlette's HTTPException, not our PayloadTooLarge: FastAPI turns any other
+                    # error met while reading a body into 400 "There was an error parsing the
+                    # body", and lets this one through to the handlers (413 in the envelope).
+                    raise HTTPException(413, message)
             return event
 
         await self.app(scope, limited_receive, send)

@@ -183,6 +183,23 @@ async def test_oversized_body_is_413(gateway, mint, amqp):
     assert await queue_depth(amqp, "email.queue") == 0
 
 
+@pytest.mark.parametrize("path", ["/api/v1/notifications/", "/api/v1/notifications/batch"])
+async def test_oversized_body_sent_in_chunks_without_a_length_is_413(gateway, mint, amqp, path):
+    """No Content-Length to refuse it by: the limit is met while the body is read (FastAPI turned
+    that into a 400 "error parsing the body" before the limit raised an HTTP error)."""
+
+    async def chunks():
+        for _ in range(2_200):  # 2.2 MB, over both routes' limits
+            yield b" " * 1_000
+
+    response = await gateway.post(
+        path, content=chunks(), headers={**mint.headers(), "Content-Type": "application/json"}
+    )
+    assert response.status_code == 413, response.text
+    assert response.json()["error"] == "payload_too_large"
+    assert await queue_depth(amqp, "email.queue") == 0
+
+
 AUTH_FAILURES = [
     pytest.param(lambda m: {}, 401, "missing_token", id="missing"),
     pytest.param(lambda m: {"Authorization": "Basic abc"}, 401, "missing_token", id="not-bearer"),
