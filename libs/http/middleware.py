@@ -104,9 +104,9 @@ class BodyLimitMiddleware:
             if event["type"] == "http.request":
                 received += len(event.get("body", b""))
                 if received > limit:
-                    # Starlette's HTTPException, not our PayloadTooLarge: FastAPI turns any other
-                    # error met while reading a body into 400 "There was an error parsing the
-                    # body", and lets this one through to the handlers (413 in the envelope).
+                    # Starlette's HTTPException, not an AppError: FastAPI turns any other error
+                    # met while reading a body into 400 "There was an error parsing the body",
+                    # and lets this one through to the handlers (413 in the envelope).
                     raise HTTPException(413, message)
             return event
 
