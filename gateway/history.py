@@ -138,7 +138,7 @@ class HistoryEntry:
         return stream_version(self.stream_id)
 
     def row(self) -> tuple[Any, ...]:
-        """The notification's row: values in the order of :data:`_NOTIFICATION_TYPES`."""
+        """The notification's row: values in the order of the ``notifications`` table's columns."""
         s = self.snapshot
         finished = s.get("finished_at")
         return (
@@ -161,7 +161,7 @@ class HistoryEntry:
         )
 
     def event_row(self) -> tuple[Any, ...]:
-        """The event's row: values in the order of :data:`_EVENT_TYPES`."""
+        """The event's row: values in the order of the ``notification_events`` table's columns."""
         return (
             self.stream_id,
             self.snapshot["notification_id"],
@@ -188,37 +188,18 @@ _MARK_WITHDRAWN = _mark_withdrawn()
 # statement and a parameter per column for any number of rows, the arrays encoded by asyncpg.
 # (Through SQLAlchemy's executemany every value of every row went through its type processing in
 # Python: most of the recorder's CPU, which was the largest part of the gateway's in a campaign.)
-_NOTIFICATION_TYPES = {
-    "notification_id": "uuid",
-    "request_id": "text",
-    "owner": "text",
-    "notification_type": "text",
-    "user_id": "uuid",
-    "template_code": "text",
-    "priority": "int4",
-    "language": "text",
-    "status": "text",
-    "attempts": "int4",
-    "provider": "text",
-    "last_error": "text",
-    "created_at": "timestamptz",
-    "updated_at": "timestamptz",
-    "finished_at": "timestamptz",
-    "version": "int8",
-}
-_EVENT_TYPES = {
-    "stream_id": "text",
-    "notification_id": "uuid",
-    "version": "int8",
-    "at": "timestamptz",
-    "event": "jsonb",
-}
+# Columns and their types come from the tables above; rows are tuples in the tables' order.
 
 
-def _insert_rows(table: sa.Table, types: Mapping[str, str]) -> str:
-    columns = ", ".join(types)
-    arrays = ", ".join(f"${n}::{kind}[]" for n, kind in enumerate(types.values(), start=1))
-    # (every name here is this module's constant; the values travel as parameters)
+_POSTGRESQL = postgresql.dialect()  # type: ignore[no-untyped-call]  # (untyped in SQLAlchemy)
+
+
+def _insert_rows(table: sa.Table) -> str:
+    columns = ", ".join(c.name for c in table.c)
+    arrays = ", ".join(
+        f"${n}::{c.type.compile(dialect=_POSTGRESQL)}[]" for n, c in enumerate(table.c, start=1)
+    )
+    # (every name here is from the table's definition; the values travel as parameters)
     return f"INSERT INTO {table.name} ({columns}) SELECT * FROM unnest({arrays})"  # noqa: S608
 
 
@@ -229,14 +210,12 @@ def _columns(rows: Sequence[Sequence[Any]]) -> tuple[list[Any], ...]:
 
 # The newest snapshot replaces a row only if it is newer: batches may come in any order.
 _UPSERT_NEWER = (
-    _insert_rows(notifications, _NOTIFICATION_TYPES)
+    _insert_rows(notifications)
     + " ON CONFLICT (notification_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in list(_NOTIFICATION_TYPES)[1:])
+    + ", ".join(f"{c.name} = excluded.{c.name}" for c in notifications.c if not c.primary_key)
     + " WHERE notifications.version < excluded.version"
 )
-_INSERT_EVENTS_ONCE = (
-    _insert_rows(notification_events, _EVENT_TYPES) + " ON CONFLICT (stream_id) DO NOTHING"
-)
+_INSERT_EVENTS_ONCE = _insert_rows(notification_events) + " ON CONFLICT (stream_id) DO NOTHING"
 _WITHDRAWN_AMONG = (
     "SELECT notification_id, version FROM withdrawn_notifications "
     "WHERE notification_id = ANY($1::uuid[])"

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import inspect
 import uuid
 from collections.abc import Awaitable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -73,19 +72,17 @@ class TemplateCheck(Protocol):
 class _Lookups:
     """A batch's user and template checks, each distinct one asked once, all started together."""
 
-    users: dict[str, Awaitable[bool]]
-    templates: dict[str, Awaitable[Channel]]
+    users: dict[str, asyncio.Future[bool]]
+    templates: dict[str, asyncio.Future[Channel]]
 
     def abandon(self) -> None:
         """Not needed after all: let them end unheard (their outcomes retrieved, no warning)."""
-        for check in [*self.users.values(), *self.templates.values()]:
-            if isinstance(check, asyncio.Future):
-                if check.done() and not check.cancelled():
-                    check.exception()
-                else:
-                    check.cancel()
-            elif inspect.iscoroutine(check):
-                check.close()
+        checks: list[asyncio.Future[Any]] = [*self.users.values(), *self.templates.values()]
+        for check in checks:
+            if check.done() and not check.cancelled():
+                check.exception()
+            else:
+                check.cancel()
 
 
 @dataclass(frozen=True)
@@ -342,11 +339,19 @@ class NotificationIntake:
         """Start looking up each distinct user and template of ``items`` (a cache read, or a
         call on a miss)."""
         users, templates = self._users, self._templates
+        # (ensure_future: the clients' lookups are futures already; a plain coroutine, as an
+        # in-memory stand-in returns, becomes a task started now like them)
         return _Lookups(
-            users={u: users.exists(u) for u in {str(i.request.user_id) for i in items}}
+            users={
+                u: asyncio.ensure_future(users.exists(u))
+                for u in {str(i.request.user_id) for i in items}
+            }
             if users
             else {},
-            templates={c: templates.channel_of(c) for c in {i.request.template_code for i in items}}
+            templates={
+                c: asyncio.ensure_future(templates.channel_of(c))
+                for c in {i.request.template_code for i in items}
+            }
             if templates
             else {},
         )

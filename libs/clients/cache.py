@@ -149,10 +149,14 @@ class VersionedCache:
         return data
 
 
+def _reraise(exc: BaseException) -> NoReturn:
+    raise exc
+
+
 def mapped(
     source: asyncio.Future[T],
     convert: Callable[[T], V],
-    recover: Callable[[BaseException], V] = lambda exc: _reraise(exc),
+    recover: Callable[[BaseException], V] = _reraise,
 ) -> asyncio.Future[V]:
     """A future of ``convert(result)``, or of ``recover(exception)`` (which raises what it does
     not turn into a value), once ``source`` is done: a lookup's answer in the caller's terms,
@@ -175,7 +179,3 @@ def mapped(
 
     source.add_done_callback(settle)
     return target
-
-
-def _reraise(exc: BaseException) -> NoReturn:
-    raise exc
