@@ -39,7 +39,16 @@ class AutoPipelineRedis(Redis):
     caller still gets its own result (or its own error): a pipeline is not a transaction, and a
     failing command fails only its caller. Blocking commands (``XREADGROUP ... BLOCK``) must not
     go through such a client: they would hold up everything collected with them.
+
+    At most :attr:`max_in_flight` pipelines are under way at once; what is issued meanwhile waits
+    and goes as one pipeline when one of them ends. Under load the pipelines grow instead of each
+    loop turn sending its own handful: the gateway used 0.82 of the CPU a request it used when
+    every turn sent at once, and answered a fifth more requests a second (two gateways on one
+    stack, 8 interleaved windows at c=50 each, medians). Four under way gained nothing, one less
+    than two. When Redis is quiet nothing waits.
     """
+
+    max_in_flight = 2
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -51,17 +60,25 @@ class AutoPipelineRedis(Redis):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append((args, options, future))
-        if not self._flush_scheduled:
+        if not self._flush_scheduled and len(self._sending) < self.max_in_flight:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
         return await future
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if not self._pending or len(self._sending) >= self.max_in_flight:
+            return  # the first pipeline under way to end sends what waits
         batch, self._pending = self._pending, []
         task = asyncio.get_running_loop().create_task(self._send(batch))
         self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        if self._pending and not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     async def _send(self, batch: list[Pending]) -> None:
         if len(batch) == 1:

@@ -90,6 +90,7 @@ async def test_a_refusing_relay_sends_every_message_to_the_dlq_with_its_reason(
             listed = await system.http.get(
                 f"{system.url('dlq_service')}/api/v1/failed/", params={"limit": 50}, headers=admin
             )
+            assert listed.json()["meta"] is not None, listed.text
             if listed.json()["meta"]["total"] == 10:
                 break
             await asyncio.sleep(0.1)

@@ -70,3 +70,46 @@ async def test_an_outage_fails_every_caller_and_the_client_recovers(keys):
     finally:
         await client.aclose()
         await proxy.close()
+
+
+async def test_calls_made_while_two_pipelines_are_under_way_go_together_when_one_ends(
+    auto, keys, redis
+):
+    gate = asyncio.Event()
+    pipelines: list[int] = []  # commands in each pipeline sent
+    original = auto.pipeline
+
+    def held_pipeline(*args, **kwargs):
+        pipe = original(*args, **kwargs)
+        execute = pipe.execute
+
+        async def when_released(*a, **k):
+            pipelines.append(len(pipe.command_stack))
+            await gate.wait()
+            return await execute(*a, **k)
+
+        pipe.execute = when_released
+        return pipe
+
+    auto.pipeline = held_pipeline
+
+    async def turns(n: int) -> None:
+        for _ in range(n):
+            await asyncio.sleep(0)
+
+    first = asyncio.gather(*(auto.set(f"{keys.prefix}a{i}", i) for i in range(2)))
+    await turns(3)
+    second = asyncio.gather(*(auto.set(f"{keys.prefix}b{i}", i) for i in range(3)))
+    await turns(3)
+    later = []
+    for i in range(10):  # one call a loop turn: each would have been a round trip of its own
+        later.append(asyncio.ensure_future(auto.set(f"{keys.prefix}c{i}", i)))
+        await turns(1)
+    await turns(3)
+    assert pipelines == [2, 3]  # two under way; the ten wait
+    gate.set()
+    assert await first == [True, True]
+    assert await second == [True, True, True]
+    assert await asyncio.gather(*later) == [True] * 10
+    assert pipelines == [2, 3, 10]
+    assert await redis.get(f"{keys.prefix}c9") == b"9"
