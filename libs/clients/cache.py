@@ -6,6 +6,10 @@ data just before the change stores it under the old version, where nobody looks.
 for ``fresh_ttl`` seconds; after that they are refetched, but kept for ``stale_ttl`` so that a
 consumer keeps working from cache while the owning service is unreachable.
 
+An entry most likely read once (a render with one recipient's variables) may be stored for a
+short trial instead (``trial_ttl``): it gets ``stale_ttl`` only when it is read again. A campaign
+of personalised emails otherwise left every render in Redis for a day.
+
 Concurrent lookups of one entry in a process share a single read (and, on a miss, a single
 fetch): a batch of 1,000 notifications for one template costs one lookup, not a stampede of
 1,000 fetches on a cold cache or right after a change.
@@ -51,14 +55,17 @@ class VersionedCache:
         self._inflight: dict[tuple[str, str, str], asyncio.Future[Any]] = {}
 
     async def read(
-        self, kind: str, ident: str, extra: str = ""
+        self, kind: str, ident: str, extra: str = "", keep_on_use: int = 0
     ) -> tuple[int, dict[str, Any] | None]:
+        """The current version and its entry; ``keep_on_use``: the entry, if there is one, lives
+        that long from now (for entries stored on trial)."""
         version_raw, raw = await self._read(
             keys=[self._keys.cache_version(kind, ident)],
             args=[
                 self._keys.cache_stem(kind, ident),
                 self._keys.cache_suffix(extra),
                 VERSION_KEEP_SECONDS,
+                keep_on_use,
             ],
         )
         version = int(version_raw)
@@ -96,18 +103,28 @@ class VersionedCache:
         fresh_ttl: int,
         stale_ttl: int,
         extra: str = "",
+        trial_ttl: int | None = None,
     ) -> asyncio.Future[T]:
         """A fresh cached value, or fetched and cached, or else a stale one. Callers asking for
         the same entry meanwhile wait for this one's answer. The lookup starts at the call:
         lookups started one after another, before any is awaited, read Redis in one round trip
         (with whatever else the caller sends in that loop turn). The future is the caller's
-        own: cancelling it leaves the lookup to the others."""
+        own: cancelling it leaves the lookup to the others.
+
+        ``trial_ttl``: a fetched value is kept that long, and ``stale_ttl`` only once it is read
+        again."""
         key = (kind, ident, extra)
         shared = self._inflight.get(key)
         if shared is None:
             shared = asyncio.ensure_future(
                 self._get_through(
-                    kind, ident, fetch, fresh_ttl=fresh_ttl, stale_ttl=stale_ttl, extra=extra
+                    kind,
+                    ident,
+                    fetch,
+                    fresh_ttl=fresh_ttl,
+                    stale_ttl=stale_ttl,
+                    extra=extra,
+                    trial_ttl=trial_ttl,
                 )
             )
             self._inflight[key] = shared
@@ -130,8 +147,9 @@ class VersionedCache:
         fresh_ttl: int,
         stale_ttl: int,
         extra: str,
+        trial_ttl: int | None,
     ) -> T:
-        version, entry = await self.read(kind, ident, extra)
+        version, entry = await self.read(kind, ident, extra, stale_ttl if trial_ttl else 0)
         if entry is not None and time.time() - float(entry["fetched_at"]) < fresh_ttl:
             CACHE_LOOKUPS.labels(kind, "hit").inc()
             return entry["data"]  # type: ignore[no-any-return]
@@ -145,7 +163,7 @@ class VersionedCache:
             log.warning("cache.serving_stale", kind=kind, ident=ident, error=str(exc))
             return entry["data"]  # type: ignore[no-any-return]
         CACHE_LOOKUPS.labels(kind, "miss").inc()
-        await self.write(kind, ident, version, data, stale_ttl, extra)
+        await self.write(kind, ident, version, data, trial_ttl or stale_ttl, extra)
         return data
 
 

@@ -51,11 +51,15 @@ class RenderClient:
         *,
         render_ttl: int = 3600,
         stale_ttl: int = 86400,
+        unused_ttl: int = 120,
     ) -> None:
+        """``unused_ttl``: how long a render nobody asked for again is kept (most carry one
+        recipient's variables and are read once); one asked for again is kept ``stale_ttl``."""
         self._client = client
         self._cache = cache
         self._ttl = render_ttl
         self._stale_ttl = stale_ttl
+        self._unused_ttl = unused_ttl
         self._renders: Coalescer[RenderKey, Any] = Coalescer(self._render_many)
 
     async def render(self, code: str, language: str | None, variables: dict[str, Any]) -> Rendered:
@@ -67,7 +71,13 @@ class RenderClient:
 
         extra = f"{language or '-'}:{_digest(canonical)}"
         data = await self._cache.get_through(
-            TEMPLATE_CACHE, code, fetch, fresh_ttl=self._ttl, stale_ttl=self._stale_ttl, extra=extra
+            TEMPLATE_CACHE,
+            code,
+            fetch,
+            fresh_ttl=self._ttl,
+            stale_ttl=self._stale_ttl,
+            extra=extra,
+            trial_ttl=self._unused_ttl,
         )
         return Rendered.model_validate(data)
 

@@ -67,6 +67,8 @@ class DeliverySettings(MessagingSettings):
     user_cache_seconds: int = 300
     preferences_cache_seconds: int = 3600
     render_cache_seconds: int = 3600
+    # A render nobody asked for again (one recipient's variables) is dropped after this.
+    render_cache_unused_seconds: int = Field(default=120, ge=1)
     stale_cache_seconds: int = 86400
     claim_lease_ms: int = 60_000
     # A consumer's liveness key outlives its last heartbeat by this much: well above the Redis
@@ -181,6 +183,7 @@ def create_delivery_app(
                 cache,
                 render_ttl=settings.render_cache_seconds,
                 stale_ttl=settings.stale_cache_seconds,
+                unused_ttl=settings.render_cache_unused_seconds,
             )
             instance_id = new_instance_id(service)
             heartbeat = InstanceHeartbeat(

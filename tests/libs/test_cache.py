@@ -122,3 +122,38 @@ async def test_lookups_started_together_share_one_round_trip_and_answer_each_in_
         assert mine.cancelled()
     finally:
         await redis.aclose()
+
+
+async def test_an_entry_stored_on_trial_stays_only_once_it_is_read_again(
+    redis: Redis, keys: Keys
+) -> None:
+    """Renders carry one recipient's variables and are mostly read once: stored for a short
+    trial, they leave Redis soon after a campaign instead of a day later; one read again (the
+    same render for many recipients, a retry) is kept as long as any entry."""
+    cache = VersionedCache(redis, keys)
+    fetches = 0
+
+    async def fetch() -> dict[str, str]:
+        nonlocal fetches
+        fetches += 1
+        return {"body": "Hello"}
+
+    async def lookup(extra: str, trial: int | None) -> dict[str, str]:
+        return await cache.get_through(
+            "template", "news", fetch, fresh_ttl=60, stale_ttl=86400, extra=extra, trial_ttl=trial
+        )
+
+    def entry(extra: str) -> str:
+        return keys.cache("template", "news", version, extra)
+
+    assert await lookup("once", 120) == {"body": "Hello"}
+    version, _ = await cache.read("template", "news", "once")
+    assert 0 < await redis.ttl(entry("once")) <= 120  # on trial
+    assert await lookup("once", 120) == {"body": "Hello"}  # read again: a hit ...
+    assert fetches == 1
+    assert await redis.ttl(entry("once")) > 86000  # ... so it stays
+    await lookup("always", None)
+    assert await redis.ttl(entry("always")) > 86000  # no trial: kept from the start
+    await redis.expire(entry("always"), 50_000)
+    await lookup("always", None)
+    assert await redis.ttl(entry("always")) <= 50_000  # and a read leaves it alone

@@ -97,9 +97,12 @@ async def test_delivery_side_cache_sees_every_change(
         requests.clear()
 
         one = await renderer.render("welcome_push", None, variables)
+        [stored] = [k async for k in redis.scan_iter(f"{keys.prefix}cache:template:*:-:*")]
+        assert 0 < await redis.ttl(stored) <= 120  # a render read once leaves Redis soon
         two = await renderer.render("welcome_push", None, variables)
         assert (one.body, two.body, one.version) == ("first Ana", "first Ana", 1)
         assert len(requests) == 1  # the second came from Redis
+        assert await redis.ttl(stored) > 86000  # read again: kept like any entry
 
         await api.update("welcome_push", {"content": "second {{ name }}"})
         three = await renderer.render("welcome_push", None, variables)
