@@ -41,8 +41,9 @@ class RenderKey:
 
 
 class RenderClient:
-    """Renders through template_service's batch endpoint: the renders asked for in one loop turn
-    (by every message a consumer holds) go in one request (:mod:`libs.clients.batching`)."""
+    """Renders through template_service's batch endpoint: the renders asked for together (in one
+    loop turn, or while earlier requests are under way) by every message a consumer holds go in
+    one request (:mod:`libs.clients.batching`)."""
 
     def __init__(
         self,

@@ -38,7 +38,7 @@ class UserDirectory:
         self._profiles: Coalescer[str, Any] = Coalescer(self._lookup)
 
     async def _lookup(self, idents: list[str]) -> dict[str, Any]:
-        """Every profile asked for in one loop turn, in one request (libs/clients/batching.py)."""
+        """Every profile asked for together, in one request (libs/clients/batching.py)."""
         data = await self._client.request("POST", "/api/v1/users/lookup", json={"ids": idents})
         found: dict[str, Any] = {str(user["id"]): user for user in data["users"]}
         for missing in data["missing"]:

@@ -18,8 +18,9 @@ from redis.asyncio import Redis
 def create_redis(url: str, *, auto_pipeline: bool = False) -> Redis:
     """A pooled asyncio client; responses are bytes (callers decode what they read).
 
-    ``auto_pipeline``: commands issued in the same turn of the event loop go out as one pipeline
-    (:class:`AutoPipelineRedis`); never for a client that runs blocking commands.
+    ``auto_pipeline``: commands issued together (in one turn of the event loop, or while earlier
+    pipelines are under way) go out as one pipeline (:class:`AutoPipelineRedis`); never for a
+    client that runs blocking commands.
     """
     client_class = AutoPipelineRedis if auto_pipeline else Redis
     return client_class.from_url(
@@ -31,7 +32,7 @@ Pending = tuple[tuple[Any, ...], dict[str, Any], "asyncio.Future[Any]"]
 
 
 class AutoPipelineRedis(Redis):
-    """A client that sends the commands issued in one turn of the event loop as one pipeline.
+    """A client that sends the commands issued together as one pipeline.
 
     A consumer has dozens of messages in flight and a gateway dozens of requests; each makes the
     same few Redis calls at about the same moment. Sent one by one, every call is a round trip

@@ -1,4 +1,5 @@
-"""Redis calls made in one loop turn go out as one pipeline, each with its own result."""
+"""Redis calls made together (in one loop turn, or while pipelines are under way) go out as one
+pipeline, each with its own result."""
 
 from __future__ import annotations
 

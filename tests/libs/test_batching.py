@@ -1,4 +1,5 @@
-"""Calls made in one loop turn answered by one batch request, each caller with its own outcome."""
+"""Calls made together (in one loop turn, or while a batch is under way) answered by one batch
+request, each caller with its own outcome."""
 
 from __future__ import annotations
 
