@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Coroutine
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
+
+from libs.inflight import Sends
 
 
 def create_redis(url: str, *, auto_pipeline: bool = False) -> Redis:
@@ -41,12 +44,12 @@ class AutoPipelineRedis(Redis):
     failing command fails only its caller. Blocking commands (``XREADGROUP ... BLOCK``) must not
     go through such a client: they would hold up everything collected with them.
 
-    At most :attr:`max_in_flight` pipelines are under way at once; what is issued meanwhile waits
-    and goes as one pipeline when one of them ends. Under load the pipelines grow instead of each
-    loop turn sending its own handful: the gateway used 0.82 of the CPU a request it used when
-    every turn sent at once, and answered a fifth more requests a second (two gateways on one
-    stack, 8 interleaved windows at c=50 each, medians). Four under way gained nothing, one less
-    than two. When Redis is quiet nothing waits.
+    At most :attr:`max_in_flight` pipelines are under way at once (:mod:`libs.inflight`); what
+    is issued meanwhile waits and goes as one pipeline when one of them ends. Under load the
+    pipelines grow instead of each loop turn sending its own handful: the gateway used 0.82 of
+    the CPU a request it used when every turn sent at once, and answered a fifth more requests a
+    second (two gateways on one stack, 8 interleaved windows at c=50 each, medians). Four under
+    way gained nothing, one less than two. When Redis is quiet nothing waits.
     """
 
     max_in_flight = 2
@@ -54,32 +57,19 @@ class AutoPipelineRedis(Redis):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._pending: list[Pending] = []
-        self._flush_scheduled = False
-        self._sending: set[asyncio.Task[None]] = set()
+        self._sends = Sends(self._next_pipeline, self.max_in_flight)
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((args, options, future))
-        if not self._flush_scheduled and len(self._sending) < self.max_in_flight:
-            self._flush_scheduled = True
-            loop.call_soon(self._flush)
+        self._sends.wake()
         return await future
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if not self._pending or len(self._sending) >= self.max_in_flight:
-            return  # the first pipeline under way to end sends what waits
+    def _next_pipeline(self) -> Coroutine[Any, Any, None] | None:
+        if not self._pending:
+            return None
         batch, self._pending = self._pending, []
-        task = asyncio.get_running_loop().create_task(self._send(batch))
-        self._sending.add(task)
-        task.add_done_callback(self._sent)
-
-    def _sent(self, task: asyncio.Task[None]) -> None:
-        self._sending.discard(task)
-        if self._pending and not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        return self._send(batch)
 
     async def _send(self, batch: list[Pending]) -> None:
         if len(batch) == 1:
