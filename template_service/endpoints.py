@@ -18,7 +18,7 @@ from libs.clients.templates import TEMPLATE_CACHE
 from libs.http.auth import Principal, Role, require_roles
 from libs.http.envelope import Envelope, PageMeta, Pagination, ok
 from libs.http.errors import AppError
-from libs.http.state import SessionDep
+from libs.http.sessions import SessionDep
 from libs.notification.message import Channel
 from template_service.repository import TemplateRepository
 from template_service.schemas import (

@@ -21,7 +21,7 @@ from libs.http.auth import (
     require_roles,
 )
 from libs.http.envelope import Envelope, PageMeta, Pagination, ok
-from libs.http.state import SessionDep
+from libs.http.sessions import SessionDep
 from user_service import repository
 from user_service.clients import ClientService, client_out
 from user_service.models import SigningKey, utcnow

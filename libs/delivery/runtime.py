@@ -270,6 +270,7 @@ def create_delivery_app(
         },
         max_body_bytes=settings.max_body_bytes,
         metrics_token=settings.metrics_token,
+        database=False,
     )
 
 

@@ -177,11 +177,13 @@ def create_app(
     description: str = "",
     metrics_token: str | None = None,
     hot_routes: Sequence[BaseRoute] = (),
+    database: bool = True,
 ) -> FastAPI:
     """Build a FastAPI app with the envelope, error handlers, middleware and operational routes.
 
     ``body_limits``: a larger (or smaller) body limit than ``max_body_bytes`` for some paths.
-    ``hot_routes``: plain Starlette routes matched before every other (libs/http/hot.py)."""
+    ``hot_routes``: plain Starlette routes matched before every other (libs/http/hot.py).
+    ``database``: False for a service without one (its errors' handlers left out)."""
     app = FastAPI(
         title=title,
         description=description,
@@ -193,7 +195,7 @@ def create_app(
     )
     document_error_envelope(app)
     install_offline_docs(app)
-    install_error_handlers(app)
+    install_error_handlers(app, database=database)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes, per_path=body_limits)
     app.add_middleware(PathGuardMiddleware)
     app.add_middleware(HttpMetricsMiddleware)

@@ -17,8 +17,6 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from libs.http.envelope import error_body
@@ -142,9 +140,6 @@ async def _http_error(_: Request, exc: Exception) -> Response:
 # Losing PostgreSQL, Redis or a peer mid-request is the infrastructure's fault, not the client's
 # and not a bug: answer 503 (retryable) instead of 500.
 DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (
-    OperationalError,
-    InterfaceError,
-    SQLAlchemyTimeoutError,
     RedisConnectionError,
     RedisTimeoutError,
     ConnectionError,
@@ -185,11 +180,21 @@ async def _unexpected_error(_: Request, exc: Exception) -> Response:
     )
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, *, database: bool = True) -> None:
+    """``database``: also SQLAlchemy's errors (a lost PostgreSQL 503, a value it cannot store
+    422). A service without a database leaves them out, and so does not import SQLAlchemy (half
+    a second of CPU at every start)."""
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(DBAPIError, _database_error)
-    for error in DEPENDENCY_ERRORS:  # more specific than DBAPIError: they win
+    unavailable = DEPENDENCY_ERRORS
+    if database:
+        from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+        from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
+
+        app.add_exception_handler(DBAPIError, _database_error)
+        # more specific than DBAPIError: they win
+        unavailable = (OperationalError, InterfaceError, SQLAlchemyTimeoutError, *unavailable)
+    for error in unavailable:
         app.add_exception_handler(error, _dependency_unavailable)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -4,17 +4,14 @@ A service's lifespan builds one state object (a dataclass naming every client it
 yields it with :func:`lifespan_state`; Starlette hands a copy of that mapping to every request as
 ``request.state``. Routes never reach into ``app.state``: they declare what they need through
 ``Annotated`` dependencies built by :func:`state_dependency`, so a route signature says what it
-uses and mypy checks it.
+uses and mypy checks it. (A request's database session: :mod:`libs.http.sessions`.)
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated, Generic, Protocol, TypeVar, runtime_checkable
+from typing import Generic, TypeVar
 
-from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel.ext.asyncio.session import AsyncSession
+from fastapi import Request
 from starlette.requests import HTTPConnection
 
 S = TypeVar("S")
@@ -64,28 +61,3 @@ class StateGetter(Generic[S]):
 
 def state_dependency(kind: type[S]) -> StateGetter[S]:
     return StateGetter(kind)
-
-
-@runtime_checkable
-class HasSessions(Protocol):
-    """A state with a database: :data:`SessionDep` opens sessions from it."""
-
-    @property
-    def sessions(self) -> async_sessionmaker[AsyncSession]: ...
-
-
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One session per request: commit on success, roll back on any error."""
-    factory = read_state(request, HasSessions).sessions  # type: ignore[type-abstract]
-    async with factory() as session:
-        try:
-            yield session
-            await session.commit()
-        except BaseException:
-            await session.rollback()
-            raise
-
-
-# scope="function": commit (or roll back) before the response is sent. With FastAPI's default
-# "request" scope the commit would run after the client already received its 2xx.
-SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

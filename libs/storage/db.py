@@ -1,21 +1,24 @@
 """PostgreSQL for the services that own a database (SQLModel + asyncpg, Alembic migrations).
 
-Alembic runs programmatically so ``python -m <service> migrate`` needs no ini file. (The request
-session, which commits on success and rolls back on error, is ``libs.http.state.SessionDep``.)
+Alembic runs programmatically so ``python -m <service> migrate`` needs no ini file; it is imported
+when a migration runs, not by a service that serves (a tenth of a second of every start). (The
+request session, which commits on success and rolls back on error, is
+``libs.http.state.SessionDep``.)
 """
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
@@ -62,6 +65,8 @@ async def drop_database(url: str) -> None:
 
 
 def alembic_config(migrations_dir: Path, url: str) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(migrations_dir))
     config.attributes["database_url"] = url
@@ -70,6 +75,8 @@ def alembic_config(migrations_dir: Path, url: str) -> Config:
 
 def upgrade(migrations_dir: Path, url: str) -> None:
     """Create the database if needed and apply every migration (blocking; run from a CLI)."""
+    from alembic import command
+
     asyncio.run(ensure_database(url))
     command.upgrade(alembic_config(migrations_dir, url), "head")
 

@@ -19,6 +19,9 @@ SMALL = {
     "BENCH_QUICK": "1",
     "BENCH_ROUNDS": "1",
     "BENCH_DURATION": "1",
+    # the worker-count setting's path (the gateway restarted with it, the minimal endpoint
+    # beside it); one worker is the same code with the default
+    "BENCH_WORKERS": "2",
     "BENCH_E2E_COUNT": "300",
     "BENCH_E2E_SMALL": "100",
     "BENCH_PACED_COUNT": "100",
