@@ -9,7 +9,9 @@ to ``BENCH_WORKDIR`` or a fresh directory, and prints each profile's samples gro
 ``docs/benchmarks.md`` quotes.
 
 Options: ``PROFILE_SECONDS`` (intake loads, 20), ``PROFILE_COUNT`` (notifications end to end,
-3,000), ``PROFILE_RATE`` (samples per second, 50).
+3,000), ``PROFILE_RATE`` (samples per second, 50), ``PROFILE_WORKERS`` (the single requests again
+with the gateway's workers at this count, 2; 1: not again). Each intake load also prints the
+gateway's CPU a request (the scheduler's run time of its threads).
 """
 
 from __future__ import annotations
@@ -31,10 +33,10 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.campaign import run_campaign
 from benchmarks.config import BenchConfig, BenchFailure, Progress, run_until_stopped
 from benchmarks.e2e import run_e2e
-from benchmarks.intake import WORK_QUEUES, batch_endpoint
+from benchmarks.intake import WORK_QUEUES, batch_endpoint, workers_setting
 from benchmarks.procstat import all_stats, run_times, with_descendants
 from benchmarks.stack import Bench, open_bench
-from benchmarks.wrk import ensure_wrk, run_for
+from benchmarks.wrk import WrkResult, ensure_wrk, run_for
 from tests.support.isolation import VhostPool
 
 # A stack that passes through one of these belongs to that part, wherever it ends.
@@ -130,6 +132,7 @@ class Recording:
         self._measured = with_descendants(targets, all_stats())
         self._run_times = self._threads()
         self.waiting = 0.0
+        self.cpu_seconds = 0.0
         self._spies = [
             subprocess.Popen(
                 [
@@ -146,7 +149,11 @@ class Recording:
         return {tid: t for pid in self._measured for tid, t in run_times(pid).items()}
 
     def stop(self) -> list[Path]:
-        self.waiting = waiting_share(self._run_times, self._threads())
+        after = self._threads()
+        self.waiting = waiting_share(self._run_times, after)
+        self.cpu_seconds = sum(
+            after[t][0] - self._run_times[t][0] for t in self._run_times if t in after
+        )
         for spy in self._spies:
             spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
         for spy in self._spies:
@@ -165,13 +172,15 @@ async def profile(bench: Bench, out: Path) -> dict[str, dict[str, float]]:
     seconds = float(os.environ.get("PROFILE_SECONDS", "20"))
     count = int(os.environ.get("PROFILE_COUNT", "3000"))
     rate = int(os.environ.get("PROFILE_RATE", "50"))
+    workers = int(os.environ.get("PROFILE_WORKERS", "2"))
     say = bench.say
     results: dict[str, dict[str, float]] = {}
 
     async def recorded(label: str, services: list[str], work: Awaitable[object]) -> None:
         recordings = {s: Recording(bench, s, out / f"{label}-{s}", rate) for s in services}
+        done = None
         try:
-            await work
+            done = await work
         finally:
             for service, recording in recordings.items():
                 lines: list[str] = []
@@ -180,6 +189,13 @@ async def profile(bench: Bench, out: Path) -> dict[str, dict[str, float]]:
                 results[f"{label}: {service}"] = shares(lines) | {
                     WAITING_FOR_A_CPU: recording.waiting
                 }
+        if isinstance(done, WrkResult) and done.items:  # an intake load: CPU a notification
+            for service, recording in recordings.items():
+                ms = recording.cpu_seconds * 1000 / done.items
+                say(
+                    f"  {label}: {done.per_second:,.0f} notifications accepted/s, "
+                    f"{service} CPU {ms:.3f} ms each"
+                )
 
     await bench.stop_consumers()
     await run_for(bench.gateway, await bench.load("email", 10), 2)  # warm up
@@ -187,6 +203,15 @@ async def profile(bench: Bench, out: Path) -> dict[str, dict[str, float]]:
     load = await bench.load("email", 50)
     await recorded("single", ["gateway"], run_for(bench.gateway, load, seconds))
     await bench.purge_until_quiet(*WORK_QUEUES)
+    setting = workers_setting()
+    if setting and workers > 1:
+        say(f"profile: the same with the gateway's {workers} workers")
+        await bench.restart_gateway({name: str(workers) for name in setting})
+        await run_for(bench.gateway, load, 2)  # warm up
+        label = f"single, {workers} workers"
+        await recorded(label, ["gateway"], run_for(bench.gateway, load, seconds))
+        await bench.purge_until_quiet(*WORK_QUEUES)
+        await bench.restart_gateway({})
     batch = await batch_endpoint(bench.gateway)
     if batch is not None:
         path, prop = batch
