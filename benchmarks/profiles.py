@@ -1,8 +1,9 @@
 """``make profile``: where each process spends its CPU under the loads ``make bench`` measures.
 
 Starts the system as the bench does, then records each named process with py-spy while it runs:
-single requests (c=50) and batches of 1,000 (c=4) into the gateway with the consumers stopped,
-then email and push end to end, then an email campaign (batches, consumers running). Writes the
+single requests (c=50, with 1 worker and again with the gateway's workers at ``PROFILE_WORKERS``)
+and batches of 1,000 (c=4) into the gateway with the consumers stopped, then email and push end
+to end, then an email campaign (batches, consumers running). Writes the
 raw profiles (``py-spy record --format raw``: one line per distinct stack with its sample count)
 to ``BENCH_WORKDIR`` or a fresh directory, and prints each profile's samples grouped by part
 (:func:`shares`) with the share of them that was waiting for a CPU: the table
