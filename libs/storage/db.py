@@ -3,7 +3,7 @@
 Alembic runs programmatically so ``python -m <service> migrate`` needs no ini file; it is imported
 when a migration runs, not by a service that serves (a tenth of a second of every start). (The
 request session, which commits on success and rolls back on error, is
-``libs.http.state.SessionDep``.)
+``libs.http.sessions.SessionDep``.)
 """
 
 from __future__ import annotations
