@@ -47,6 +47,12 @@ def workers_setting(settings: type[BaseSettings] = GatewaySettings) -> list[str]
     return []
 
 
+def workers_env(setting: list[str], workers: int) -> dict[str, str]:
+    """The environment that runs the gateway with ``workers`` workers (``setting``: the names
+    :func:`workers_setting` found)."""
+    return {name: str(workers) for name in setting}
+
+
 async def batch_endpoint(gateway: str) -> tuple[str, str] | None:
     async with httpx.AsyncClient(timeout=10) as http:
         return batch_in_openapi((await http.get(f"{gateway}/openapi.json")).json())
@@ -104,7 +110,7 @@ async def measure_intake(bench: Bench) -> dict[str, Any]:
             )
             await asyncio.to_thread(bench.minimal.start)
             if setting:
-                env = {name: str(workers) for name in setting}
+                env = workers_env(setting, workers)
                 processes[f"w{workers}"] = await bench.restart_gateway(env)
             elif gateway_runs:
                 processes[f"w{workers}"] = bench.stat.processes()["gateway"]

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.campaign import run_campaign
 from benchmarks.config import BenchConfig, BenchFailure, Progress, run_until_stopped
 from benchmarks.e2e import run_e2e
-from benchmarks.intake import WORK_QUEUES, batch_endpoint, workers_setting
+from benchmarks.intake import WORK_QUEUES, batch_endpoint, workers_env, workers_setting
 from benchmarks.procstat import all_stats, run_times, with_descendants
 from benchmarks.stack import Bench, open_bench
 from benchmarks.wrk import WrkResult, ensure_wrk, run_for
@@ -114,12 +114,20 @@ woke another process (Redis, RabbitMQ), which then took the CPU. The table shows
 each profile, from the scheduler's own accounting over the recording."""
 
 
-def waiting_share(
-    before: dict[int, tuple[float, float]], after: dict[int, tuple[float, float]]
-) -> float:
-    """Percent of the runnable time spent waiting for a CPU, over the threads in both readings."""
+RunTimes = dict[int, tuple[float, float]]
+
+
+def ran_and_waited(before: RunTimes, after: RunTimes) -> tuple[float, float]:
+    """Seconds on a CPU and seconds runnable, waiting for one, between two readings of
+    :func:`run_times`, over the threads in both."""
     ran = sum(after[p][0] - before[p][0] for p in before if p in after)
     waited = sum(after[p][1] - before[p][1] for p in before if p in after)
+    return ran, waited
+
+
+def waiting_share(before: RunTimes, after: RunTimes) -> float:
+    """Percent of the runnable time spent waiting for a CPU, over the threads in both readings."""
+    ran, waited = ran_and_waited(before, after)
     return round(waited * 100 / (ran + waited), 1) if ran + waited > 0 else 0.0
 
 
@@ -152,9 +160,7 @@ class Recording:
     def stop(self) -> list[Path]:
         after = self._threads()
         self.waiting = waiting_share(self._run_times, after)
-        self.cpu_seconds = sum(
-            after[t][0] - self._run_times[t][0] for t in self._run_times if t in after
-        )
+        self.cpu_seconds = ran_and_waited(self._run_times, after)[0]
         for spy in self._spies:
             spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
         for spy in self._spies:
@@ -207,7 +213,7 @@ async def profile(bench: Bench, out: Path) -> dict[str, dict[str, float]]:
     setting = workers_setting()
     if setting and workers > 1:
         say(f"profile: the same with the gateway's {workers} workers")
-        await bench.restart_gateway({name: str(workers) for name in setting})
+        await bench.restart_gateway(workers_env(setting, workers))
         await run_for(bench.gateway, load, 2)  # warm up
         label = f"single, {workers} workers"
         await recorded(label, ["gateway"], run_for(bench.gateway, load, seconds))
