@@ -175,10 +175,15 @@ async def test_send_quota_is_shared_by_replicas(chain, sink):
     # a full bucket (14) goes at once, the other 42 at 14/s: about 3 seconds
     assert elapsed >= 2.7
     arrivals = sorted(m.received_at for m in await sink.wait_for(56))
+    # after the first bucket (14) the other 42 go at 14/s: 3 seconds apart (unshared buckets: all
+    # 56 within about a third of a second). Arrivals are stamped by the sink in this test's own
+    # event loop, so a busy machine can delay a stamp; delays only shorten this span by the
+    # fifteenth mail's lateness, never lengthen a bunch into a spread
+    assert arrivals[-1] - arrivals[14] >= 2.4
     busiest = max(sum(1 for t in arrivals if start <= t < start + 1.0) for start in arrivals)
-    # bucket capacity plus one second of refill; +3 because arrivals are stamped at the sink, after
-    # the scheduling delays of a loaded machine can bunch a few sends (unshared buckets: 42 + 42)
-    assert busiest <= 14 + 14 + 3
+    # bucket capacity plus one second of refill (unshared buckets: 42 + 42); the slack is for the
+    # stamps above: a loop held up for half a second bunches about 7 sends into the next window
+    assert busiest <= 14 + 14 + 7
 
 
 async def test_quota_exhausted_moves_on_to_the_next_provider(chain, sink, sendgrid):
