@@ -1,0 +1,80 @@
+"""The suite's own isolation: the vhost pool's broker calls and the cleanup of killed runs' vhosts.
+
+Against the shared RabbitMQ, touching only vhosts these tests create.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import aio_pika
+import pytest
+from aiormq.exceptions import AMQPError
+
+from tests.support import isolation
+from tests.support.isolation import (
+    AMQP_BASE,
+    STALE_VHOST_SECONDS,
+    VhostPool,
+    _create_vhosts,
+    _delete_vhosts,
+    delete_stale_vhosts,
+    pool_vhost_name,
+)
+
+
+async def _reachable(vhost: str) -> bool:
+    try:
+        connection = await aio_pika.connect(f"{AMQP_BASE}/{vhost}", timeout=10)
+    except AMQPError:  # the broker closes the connection: no such vhost
+        return False
+    await connection.close()
+    return True
+
+
+async def test_a_pool_vhost_is_fresh_usable_and_deleted_after_use(infrastructure):
+    pool = VhostPool(batch=2)
+    try:
+        name = await asyncio.to_thread(pool.take)
+        connection = await aio_pika.connect(f"{AMQP_BASE}/{name}")
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue("q", passive=False)
+            assert queue.declaration_result.message_count == 0
+        pool.give_back(name)
+    finally:
+        await asyncio.to_thread(pool.close)
+    assert not await _reachable(name)
+
+
+async def test_vhosts_left_by_a_killed_run_are_deleted_once_stale(infrastructure):
+    now = time.time()
+    stale = pool_vhost_name(now - STALE_VHOST_SECONDS - 60)
+    recent = pool_vhost_name(now - STALE_VHOST_SECONDS + 600)  # a long run still using it
+    await asyncio.to_thread(_create_vhosts, [stale, recent])
+    try:
+        assert await _reachable(stale)
+        await asyncio.to_thread(delete_stale_vhosts)
+        assert not await _reachable(stale)
+        assert await _reachable(recent)
+    finally:
+        await asyncio.to_thread(_delete_vhosts, [stale, recent])
+
+
+async def test_without_the_nodes_cookie_the_calls_go_through_rabbitmqctl(
+    infrastructure, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    """erl_call needs the node's cookie; a developer who cannot read it still gets vhosts."""
+    monkeypatch.setattr(isolation, "RABBITMQ_HOME", str(tmp_path))
+    isolation._erl_call.cache_clear()
+    try:
+        assert isolation._erl_call() is None
+        name = pool_vhost_name()
+        await asyncio.to_thread(_create_vhosts, [name])
+        assert await _reachable(name)
+        await asyncio.to_thread(_delete_vhosts, [name])
+        assert not await _reachable(name)
+    finally:
+        isolation._erl_call.cache_clear()
