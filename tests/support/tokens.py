@@ -6,6 +6,7 @@ a top-level ``keys``), and mints tokens with any role, lifetime, audience or key
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 import uuid
@@ -23,6 +24,20 @@ from tests.support.servers import live_server
 ISSUER = "herald-user-service"
 AUDIENCE = "herald"
 
+# Generating a 2048-bit RSA key costs about 90 ms of CPU, and every test of a service makes a mint:
+# keys are drawn in turn from a ring generated once per process. A mint's keys are distinct (a
+# test holds far fewer than the ring), and each gets a fresh kid, so no two tests share a key id.
+_KEY_RING_SIZE = 16
+_key_ring: list[rsa.RSAPrivateKey] = []
+_next_key = itertools.count()
+
+
+def _ring_key() -> rsa.RSAPrivateKey:
+    index = next(_next_key) % _KEY_RING_SIZE
+    if index == len(_key_ring):
+        _key_ring.append(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    return _key_ring[index]
+
 
 class TokenMint:
     def __init__(self, issuer: str = ISSUER, audience: str = AUDIENCE) -> None:
@@ -34,7 +49,7 @@ class TokenMint:
 
     def add_key(self, publish: bool = True) -> str:
         kid = uuid.uuid4().hex[:16]
-        self.keys[kid] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.keys[kid] = _ring_key()
         if publish:
             self.published.add(kid)
         return kid
