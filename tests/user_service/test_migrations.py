@@ -1,11 +1,9 @@
-"""Migrations create the schema on an empty database and are safe to run again or at once."""
+"""Migrations create the schema on an empty database and are safe to run again (replicas running
+them at once: tests/libs/test_migration_env.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
-from asyncio.subprocess import PIPE
 
 import asyncpg
 from sqlalchemy.engine import make_url
@@ -41,20 +39,4 @@ async def test_migrating_twice_changes_nothing(database_url):
 
     tables, versions = await _inspect(database_url)
     assert "users" in tables
-    assert versions == ["0002"]
-
-
-async def test_replicas_migrating_at_once_take_turns(database_url):
-    # Separate processes, as replicas are (Alembic's context is global to a process).
-    env = {**os.environ, "USER_DATABASE_URL": database_url}
-    processes = [
-        await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "user_service", "migrate", env=env, stderr=PIPE
-        )
-        for _ in range(2)
-    ]
-    results = await asyncio.gather(*(process.communicate() for process in processes))
-
-    assert [process.returncode for process in processes] == [0, 0], results
-    _, versions = await _inspect(database_url)
     assert versions == ["0002"]
