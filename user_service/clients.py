@@ -121,6 +121,7 @@ class ClientService:
         account = _throttle_key(str(client_id))
         await throttle.admit(account, source)  # before the session holds a database connection
         client = await repository.get_client(self.session, client_id)
+        await self.session.commit()  # its connection back to the pool while the hash runs
         if client is None or client.revoked_at is not None:
             await self.hasher.verify_unknown_account(secret)
             valid = False

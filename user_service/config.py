@@ -60,6 +60,8 @@ class UserSettings(ServiceSettings):
     argon2_time_cost: int = Field(3, ge=1)
     argon2_memory_kib: int = Field(65_536, ge=8)
     argon2_parallelism: int = Field(4, ge=1)
+    # Callers that may wait for a hash beyond those being hashed (one per CPU); more: 503 busy
+    password_check_queue: int = Field(32, ge=0)
 
     # Devices: the least recently seen live token is pruned beyond this many per user.
     max_push_tokens_per_user: int = Field(20, ge=1)

@@ -111,6 +111,7 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "Conflict",
         422: "Invalid input (`validation_error`, or a domain rule)",
         429: "Too many attempts",
+        503: "Too many password checks at once (`busy`): retry after `Retry-After` seconds",
     }
     return {s: {"description": descriptions[s]} for s in statuses}
 
@@ -126,7 +127,7 @@ jwks_router = APIRouter(tags=["auth"])
     "/login",
     summary="Exchange email and password for an access token (RS256 JWT)",
     response_model=Envelope[TokenOut],
-    responses=_errors(401, 422, 429),
+    responses=_errors(401, 422, 429, 503),
 )
 async def login(
     request: Request, state: State, body: LoginRequest, users: Users
@@ -142,7 +143,7 @@ async def login(
     summary="Exchange a client backend's id and secret for a short-lived client token "
     "(OAuth 2.0 client credentials grant, as JSON)",
     response_model=Envelope[ClientTokenOut],
-    responses=_errors(401, 422, 429),
+    responses=_errors(401, 422, 429, 503),
 )
 async def client_token(
     request: Request, state: State, body: ClientTokenRequest, clients: Clients
@@ -236,7 +237,7 @@ users_router = APIRouter(prefix="/api/v1/users", tags=["users"])
     status_code=201,
     summary="Register a user (admin: any role; others: role user, if self-registration is on)",
     response_model=Envelope[UserOut],
-    responses=_errors(401, 403, 409, 422, 429),
+    responses=_errors(401, 403, 409, 422, 429, 503),
 )
 async def create_user(
     request: Request, state: State, principal: OptionalPrincipal, body: UserCreate, users: Users
@@ -310,7 +311,7 @@ async def read_user(
     "/{user_id}",
     summary="Update a user (admin, or the user themself; only admins change roles)",
     response_model=Envelope[UserOut],
-    responses=_errors(401, 403, 404, 409, 422),
+    responses=_errors(401, 403, 404, 409, 422, 503),
 )
 async def update_user(
     state: State,
@@ -455,7 +456,7 @@ clients_router = APIRouter(prefix="/api/v1/clients", tags=["clients"])
     status_code=201,
     summary="Create a client backend; its secret is in this answer only",
     response_model=Envelope[ClientCreated],
-    responses=_errors(401, 403, 422),
+    responses=_errors(401, 403, 422, 503),
 )
 async def create_client(
     principal: AdminPrincipal, body: ClientCreate, clients: Clients

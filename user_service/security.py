@@ -1,7 +1,8 @@
 """Passwords, signing keys, token issuing and local token verification.
 
 - Passwords: argon2id, computed in a worker thread (it takes tens of milliseconds on purpose) and
-  bounded in concurrency, since each hash holds ``argon2_memory_kib`` of memory.
+  bounded in concurrency, since each hash holds ``argon2_memory_kib`` of memory; callers beyond
+  a bounded queue are refused (503 ``busy``) rather than queued without end.
 - Signing keys: RS256 key pairs stored in PostgreSQL (table ``signing_keys``) so every replica signs
   with the same active key and publishes the same JWKS. Each replica keeps the active key and the
   published public keys in memory for ``signing_key_cache_seconds``.
@@ -12,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -30,6 +32,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
+from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -42,7 +45,7 @@ from libs.http.auth import (
     principal_from_claims,
     token_kid,
 )
-from libs.http.errors import Conflict, NotFound, Unauthorized
+from libs.http.errors import Conflict, NotFound, ServiceUnavailable, Unauthorized
 from user_service import repository
 from user_service.config import UserSettings
 from user_service.models import SigningKey, utcnow
@@ -51,12 +54,20 @@ log = structlog.get_logger(__name__)
 
 KeyStatus = Literal["active", "retiring", "retired"]
 
+PASSWORD_CHECKS_REFUSED = Counter(
+    "user_password_checks_refused_total",
+    "Password hashes and checks refused with 503 busy: the hashing queue was full",
+)
+
 # ---------------------------------------------------------------------------------------------
 # Passwords
 
 
 class PasswordHasher:
-    """argon2id hashing off the event loop."""
+    """argon2id hashing off the event loop: as many at once as there are CPUs (at least 2), and
+    at most ``password_check_queue`` more callers waiting for one. Beyond that a caller is refused
+    at once with 503 ``busy`` (Retry-After 1): a flood of logins costs its senders a retry, not
+    every other login and client token exchange a wait behind it."""
 
     def __init__(self, settings: UserSettings) -> None:
         self._hasher = Argon2Hasher(
@@ -65,11 +76,30 @@ class PasswordHasher:
             parallelism=settings.argon2_parallelism,
             type=Type.ID,
         )
-        self._slots = asyncio.Semaphore(max(2, os.cpu_count() or 2))
+        slots = max(2, os.cpu_count() or 2)
+        self._slots = asyncio.Semaphore(slots)
+        self._limit = slots + settings.password_check_queue
+        self.admitted = 0  # hashing or waiting for a slot
         self._dummy_hash: str | None = None
 
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        if self.admitted >= self._limit:
+            PASSWORD_CHECKS_REFUSED.inc()
+            raise ServiceUnavailable(
+                "Too many password checks at once; retry in a second.",
+                code="busy",
+                headers={"Retry-After": "1"},
+            )
+        self.admitted += 1
+        try:
+            async with self._slots:
+                yield
+        finally:
+            self.admitted -= 1
+
     async def hash(self, password: str) -> str:
-        async with self._slots:
+        async with self._slot():
             return await asyncio.to_thread(self._hasher.hash, password)
 
     async def verify(self, password_hash: str, password: str) -> bool:
@@ -79,7 +109,7 @@ class PasswordHasher:
             except (VerifyMismatchError, VerificationError, InvalidHashError):
                 return False
 
-        async with self._slots:
+        async with self._slot():
             return await asyncio.to_thread(check)
 
     async def verify_unknown_account(self, password: str) -> None:

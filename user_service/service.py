@@ -448,6 +448,7 @@ class UserService:
         email = email.strip().lower()
         await throttle.admit(email, source)  # before the session holds a database connection
         user = await repository.get_user_by_email(self.session, email)
+        await self.session.commit()  # its connection back to the pool while the hash runs
         if user is None:
             await self.hasher.verify_unknown_account(password)
             valid = False

@@ -11,9 +11,13 @@ from sqlmodel import select
 from libs.storage.db import create_engine, session_factory
 from tests.support.servers import app_client
 from tests.user_service.conftest import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
     PASSWORD,
     SERVICE_EMAIL,
     SERVICE_PASSWORD,
+    bearer,
+    login,
     make_settings,
     register,
     unique_email,
@@ -197,3 +201,45 @@ async def test_login_upgrades_a_hash_made_with_weaker_parameters(client, setting
         await engine.dispose()
     assert ",t=2," in stored.password_hash
     assert (await _attempt(client, user["email"], PASSWORD)).status_code == 200
+
+
+# Hashes slow enough (about 0.1 s each here) that a burst of logins is still hashing while the
+# test looks at what else the service can do.
+SLOW_HASH = {"argon2_time_cost": 4, "argon2_memory_kib": 32768}
+
+
+async def test_a_flood_beyond_the_hashing_queue_is_refused_busy_at_once(settings):
+    """Every caller beyond one per CPU (at least 2) and the queue gets 503 busy; none waits."""
+    flood = settings.model_copy(update={**SLOW_HASH, "password_check_queue": 0})
+    async with app_client(create_app(flood)) as client:
+        attempts = [_attempt(client, unique_email("flood"), "wrong-password-1") for _ in range(12)]
+        responses = await asyncio.gather(*attempts)
+
+    statuses = sorted(r.status_code for r in responses)
+    busy = [r for r in responses if r.status_code == 503]
+    assert set(statuses) == {401, 503}, statuses
+    assert 2 <= statuses.count(401) < 12
+    assert {r.json()["error"] for r in busy} == {"busy"}
+    assert {r.headers["Retry-After"] for r in busy} == {"1"}
+
+
+async def test_logins_waiting_for_a_hash_hold_no_database_connection(settings):
+    """Two database connections (pool 1, overflow 1), eight logins waiting to be hashed: a request
+    that needs the database is still answered at once, not after the logins ahead of it."""
+    crowded = settings.model_copy(update={**SLOW_HASH, "db_pool_size": 1})
+    async with app_client(create_app(crowded)) as client:
+        admin = bearer(await login(client, ADMIN_EMAIL, ADMIN_PASSWORD))
+        logins = [
+            asyncio.create_task(_attempt(client, unique_email("crowd"), "wrong-password-1"))
+            for _ in range(8)
+        ]
+        await asyncio.sleep(0.1)  # every login past its database read, queued for a hash
+        listed = await client.get("/api/v1/users/", params={"limit": 1}, headers=admin)
+        done_when_listed = sum(task.done() for task in logins)
+        outcomes = [r.status_code for r in await asyncio.gather(*logins)]
+
+    assert listed.status_code == 200
+    assert outcomes == [401] * 8
+    # holding their connections, the logins would have been answered first (7 at least): two
+    # hashed at a time, the list waiting for the connection of the seventh
+    assert done_when_listed <= 2
