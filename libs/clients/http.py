@@ -24,7 +24,15 @@ log = structlog.get_logger(__name__)
 
 
 class ServiceTokenProvider:
-    """Obtains this service's ``service`` token from user_service and renews it before expiry."""
+    """Obtains this service's ``service`` token from user_service and renews it before expiry.
+
+    Renewal starts at 80 % of the token's lifetime. If user_service cannot give a new one then
+    (down, or 503 ``busy`` under a flood of logins), the current token is used until shortly
+    before it expires, and renewal is tried again every few seconds: a short outage of
+    user_service delays no delivery that the token still covers.
+    """
+
+    RETRY_RENEWAL_SECONDS = 5.0
 
     def __init__(
         self, http: aiohttp.ClientSession, user_service_url: str, email: str, password: str
@@ -35,6 +43,7 @@ class ServiceTokenProvider:
         self._password = password
         self._token: str | None = None
         self._renew_at = 0.0
+        self._usable_until = 0.0
         self._lock = asyncio.Lock()
 
     async def token(self) -> str:
@@ -43,22 +52,39 @@ class ServiceTokenProvider:
         async with self._lock:
             if self._token and time.monotonic() < self._renew_at:
                 return self._token
-            login = {"email": self._email, "password": self._password}
             try:
-                status, _reason, body = await _call(
-                    self._http, "POST", self._url, login, correlation_headers()
-                )
+                return await self._login()
             except UpstreamUnavailable as exc:
-                raise UpstreamUnavailable("user_service", f"login failed: {exc}") from exc
-            if status != 200:
-                raise UpstreamUnavailable(
-                    "user_service", f"service login answered {status}", status
+                now = time.monotonic()
+                if self._token is None or now >= self._usable_until:
+                    raise
+                self._renew_at = min(now + self.RETRY_RENEWAL_SECONDS, self._usable_until)
+                log.warning(
+                    "service_token.renewal_failed",
+                    error=str(exc),
+                    still_valid_seconds=round(self._usable_until - now, 1),
                 )
-            data = body["data"]
-            self._token = str(data["access_token"])
-            lifetime = float(data.get("expires_in", 900))
-            self._renew_at = time.monotonic() + max(lifetime * 0.8, lifetime - 60)
-            return self._token
+                return self._token
+
+    async def _login(self) -> str:
+        login = {"email": self._email, "password": self._password}
+        try:
+            status, _reason, body = await _call(
+                self._http, "POST", self._url, login, correlation_headers()
+            )
+        except UpstreamUnavailable as exc:
+            raise UpstreamUnavailable("user_service", f"login failed: {exc}") from exc
+        if status != 200:
+            raise UpstreamUnavailable("user_service", f"service login answered {status}", status)
+        data = body["data"]
+        token = str(data["access_token"])
+        lifetime = float(data.get("expires_in", 900))
+        now = time.monotonic()
+        self._token = token
+        self._renew_at = now + max(lifetime * 0.8, lifetime - 60)
+        # a margin for the time the answer took and for clocks: a tenth, at most 30 s
+        self._usable_until = now + lifetime - min(lifetime * 0.1, 30.0)
+        return token
 
     def invalidate(self) -> None:
         self._token = None

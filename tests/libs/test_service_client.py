@@ -3,6 +3,7 @@ no answer, becomes the error the consumers' retry decisions rely on."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -16,13 +17,17 @@ from tests.support.servers import free_port, live_server
 
 
 def upstream() -> tuple[FastAPI, dict[str, Any]]:
-    seen: dict[str, Any] = {"logins": 0, "tokens": []}
+    seen: dict[str, Any] = {"logins": 0, "tokens": [], "expires_in": 900, "busy": False}
     app = FastAPI()
 
-    @app.post("/api/v1/auth/login")
-    async def login() -> dict[str, Any]:
+    @app.post("/api/v1/auth/login", response_model=None)
+    async def login() -> dict[str, Any] | Response:
         seen["logins"] += 1
-        return {"data": {"access_token": f"token-{seen['logins']}", "expires_in": 900}}
+        if seen["busy"]:
+            body = {"error": "busy", "message": "Too many password checks at once"}
+            return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+        expires_in = seen["expires_in"]
+        return {"data": {"access_token": f"token-{seen['logins']}", "expires_in": expires_in}}
 
     @app.post("/echo")
     async def echo(request: Request) -> Response:
@@ -76,3 +81,25 @@ async def test_a_service_that_does_not_answer_is_unavailable_never_an_error_of_t
         tokens = ServiceTokenProvider(http, f"http://127.0.0.1:{free_port()}", "a@b.c", "x")
         with pytest.raises(UpstreamUnavailable, match="login failed"):
             await tokens.token()
+
+
+async def test_a_token_that_cannot_be_renewed_is_used_until_shortly_before_it_expires():
+    """user_service busy when renewal starts (at 80 % of the lifetime): the current token still
+    serves, renewal is retried, and once the token is about to expire the failure shows."""
+    app, seen = upstream()
+    seen["expires_in"] = 4  # renewal from 3.2 s; usable until 3.6 s (a tenth of margin)
+    async with live_server(app, port=free_port()) as url, aiohttp.ClientSession() as http:
+        tokens = ServiceTokenProvider(http, url, "svc@example.com", "secret")
+        first = await tokens.token()
+        await asyncio.sleep(3.3)
+        seen["busy"] = True
+
+        assert await tokens.token() == first  # renewal refused: the token still serves
+        assert await tokens.token() == first  # without a login attempt per call
+        assert seen["logins"] == 2
+        await asyncio.sleep(0.4)
+        with pytest.raises(UpstreamUnavailable, match="503"):
+            await tokens.token()
+
+        seen["busy"] = False
+        assert await tokens.token() == "token-4"
