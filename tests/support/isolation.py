@@ -70,7 +70,10 @@ def _erl_call() -> list[str] | None:
     binary = shutil.which("erl_call")
     if binary is None:
         return None
-    command = [binary, "-sname", _node_name(), "-e"]
+    # -R: a node name the peer makes up for each call. Without it every erl_call takes the same
+    # default name, and calls that overlap (two pools, or one call right after another) are
+    # refused: 19 of 30 failed with ten at once here
+    command = [binary, "-R", "-sname", _node_name(), "-e"]
     return command if _run_erl_call(command, "ok.") is not None else None
 
 
@@ -165,17 +168,23 @@ class VhostPool:
 
     def _work(self) -> None:
         while not self._stop.is_set():
-            if self._ready.qsize() < self._batch // 2:
-                names = [pool_vhost_name() for _ in range(self._batch)]
-                _create_vhosts(names)
-                for name in names:
-                    self._ready.put(name)
-            with self._lock:
-                used, self._used = self._used, []
-            if used:
-                _delete_vhosts(used)
+            try:
+                self._refill_and_delete()
+            except (subprocess.SubprocessError, OSError) as exc:  # the broker said no: try again
+                print(f"vhost pool: {exc!r}; trying again in 1 s", file=sys.stderr)
             self._wake.wait(1.0)
             self._wake.clear()
+
+    def _refill_and_delete(self) -> None:
+        if self._ready.qsize() < self._batch // 2:
+            names = [pool_vhost_name() for _ in range(self._batch)]
+            _create_vhosts(names)
+            for name in names:
+                self._ready.put(name)
+        with self._lock:
+            used, self._used = self._used, []
+        if used:
+            _delete_vhosts(used)
 
     def take(self, timeout: float = 60) -> str:
         name = self._ready.get(timeout=timeout)
