@@ -1,4 +1,5 @@
-"""The suite's own isolation: the vhost pool's broker calls and the cleanup of killed runs' vhosts.
+"""The suite's own isolation: the vhost pool's broker calls, the cleanup of killed runs' vhosts,
+and test servers that fail without breaking the run.
 
 Against the shared RabbitMQ, touching only vhosts these tests create.
 """
@@ -6,6 +7,7 @@ Against the shared RabbitMQ, touching only vhosts these tests create.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,6 +16,7 @@ import aio_pika
 import aiormq
 import pytest
 from aiormq.exceptions import AMQPError
+from fastapi import FastAPI
 
 from tests.support import isolation
 from tests.support.isolation import (
@@ -25,6 +28,7 @@ from tests.support.isolation import (
     delete_stale_vhosts,
     pool_vhost_name,
 )
+from tests.support.servers import live_server
 
 
 async def _reachable(vhost: str) -> bool:
@@ -94,3 +98,19 @@ def test_broker_calls_at_the_same_time_all_succeed(infrastructure):
     with ThreadPoolExecutor(max_workers=10) as pool:
         outcomes = list(pool.map(lambda _: isolation._eval("ok."), range(20)))
     assert outcomes == [None] * 20
+
+
+async def test_a_live_server_on_a_taken_port_fails_as_an_error_not_an_exit():
+    """uvicorn exits the process (SystemExit) when it cannot bind; raised from a fixture that
+    broke pytest's bookkeeping, and later tests got the failed test's fixtures (one vhost for
+    twenty tests). live_server binds the socket itself: a taken port is an OSError, and without
+    a port nothing can take the one picked before uvicorn serves on it."""
+    app = FastAPI()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(OSError, match="in use"):
+            async with live_server(app, port=taken.getsockname()[1]):
+                pass
+    async with live_server(app) as first, live_server(app) as second:
+        assert first != second

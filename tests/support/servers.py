@@ -62,17 +62,32 @@ async def live_server(
     app: FastAPI | ASGIApp, port: int | None = None, *, lifespan: Literal["on", "off"] = "on"
 ) -> AsyncIterator[str]:
     """Serve ``app`` with uvicorn on 127.0.0.1; yields the base URL. ``lifespan="off"`` serves
-    an app already running in-process (an :class:`AppClient`'s ``asgi``) over a real socket."""
-    port = port or free_port()
+    an app already running in-process (an :class:`AppClient`'s ``asgi``) over a real socket.
+
+    The socket is bound here (on ``port``, or on one the system picks) and handed to uvicorn. A
+    port found free and bound later can be taken in between (by any process's outgoing
+    connection), and uvicorn answers a failed bind with ``sys.exit``: asyncio lets SystemExit
+    through the event loop, and raised from a fixture it broke pytest's bookkeeping (later tests
+    got the failed test's fixtures: one vhost for twenty tests). Here a taken port is an OSError.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port or 0))
+    except OSError:
+        sock.close()
+        raise
+    port = int(sock.getsockname()[1])
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan=lifespan)
     server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         for _ in range(500):
             if server.started:
                 break
             if task.done():
                 task.result()  # raises the start-up error
+                raise OSError(f"uvicorn stopped at start-up on 127.0.0.1:{port}")
             await asyncio.sleep(0.01)
         else:
             raise TimeoutError("uvicorn did not start")
@@ -80,3 +95,4 @@ async def live_server(
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 15)
+        sock.close()
