@@ -79,24 +79,24 @@ class PasswordHasher:
         slots = max(2, os.cpu_count() or 2)
         self._slots = asyncio.Semaphore(slots)
         self._limit = slots + settings.password_check_queue
-        self.admitted = 0  # hashing or waiting for a slot
+        self._admitted = 0  # hashing or waiting for a slot
         self._dummy_hash: str | None = None
 
     @contextlib.asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
-        if self.admitted >= self._limit:
+        if self._admitted >= self._limit:
             PASSWORD_CHECKS_REFUSED.inc()
             raise ServiceUnavailable(
                 "Too many password checks at once; retry in a second.",
                 code="busy",
                 headers={"Retry-After": "1"},
             )
-        self.admitted += 1
+        self._admitted += 1
         try:
             async with self._slots:
                 yield
         finally:
-            self.admitted -= 1
+            self._admitted -= 1
 
     async def hash(self, password: str) -> str:
         async with self._slot():
