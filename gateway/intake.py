@@ -37,7 +37,7 @@ from libs.http.auth import Principal
 from libs.http.errors import AppError, Conflict, ServiceUnavailable, Unprocessable
 from libs.logging import get_correlation_id
 from libs.messaging import headers as amqp_headers
-from libs.messaging.publisher import Publisher, PublishFailed
+from libs.messaging.publisher import BatchPublisher, OutgoingMessage
 from libs.messaging.topology import DIRECT_EXCHANGE, routing_key
 from libs.notification.message import Channel, NotificationMessage
 from libs.notification.status import NewNotification, Status, StatusStore
@@ -104,7 +104,7 @@ class NotificationIntake:
         *,
         idempotency: IdempotencyStore,
         status: StatusStore,
-        publisher: Publisher,
+        publisher: BatchPublisher,
         users: UserCheck | None,
         templates: TemplateCheck | None,
         idempotency_ttl: int,
@@ -244,16 +244,18 @@ class NotificationIntake:
         except RedisError as exc:
             log.warning("intake.redis_unavailable", error=repr(exc))
             return [_redis_unavailable() for _ in items]
-        outcomes = await _together([self._publish(item) for item in items])
+        correlation_id = get_correlation_id()
+        headers = {amqp_headers.ATTEMPTS: 0}  # (one mapping: encoded once for the batch)
+        outcomes = await self._publisher.publish_many(
+            [item.outgoing(correlation_id, headers) for item in items]
+        )
         errors: list[AppError | None] = []
         withdrawn = []
         for item, made, outcome in zip(items, created, outcomes, strict=True):
-            if isinstance(outcome, PublishFailed):
+            if outcome is not None:
                 errors.append(_broker_unavailable())
                 if made:
                     withdrawn.append(item.record)
-            elif isinstance(outcome, BaseException):
-                raise outcome
             else:
                 errors.append(None)
         if withdrawn:
@@ -269,18 +271,6 @@ class NotificationIntake:
         elif accepted:
             log.info("notifications.accepted", count=len(accepted), refused=len(withdrawn))
         return errors
-
-    async def _publish(self, item: _Item) -> None:
-        request = item.request
-        await self._publisher.publish(
-            exchange=DIRECT_EXCHANGE,
-            routing_key=routing_key(request.notification_type),
-            body=item.message().to_bytes(),
-            message_id=item.record.notification_id,
-            correlation_id=get_correlation_id(),
-            headers={amqp_headers.ATTEMPTS: 0},
-            priority=request.priority,
-        )
 
     async def _settle(self, principal: Principal, items: list[_Item]) -> None:
         """Remember the answers. If Redis cannot, the broker has the messages: they *were*
@@ -460,6 +450,18 @@ class _Item:
     @classmethod
     def of(cls, principal: Principal, request: NotificationRequest) -> _Item:
         return cls(principal, request)
+
+    def outgoing(self, correlation_id: str | None, headers: dict[str, int]) -> OutgoingMessage:
+        request = self.request
+        return OutgoingMessage(
+            DIRECT_EXCHANGE,
+            routing_key(request.notification_type),
+            self.message().to_bytes(),
+            self.record.notification_id,
+            correlation_id,
+            headers,
+            request.priority,
+        )
 
     def message(self) -> NotificationMessage:
         request = self.request

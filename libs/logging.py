@@ -7,6 +7,7 @@ calls pass it on through :func:`correlation_headers`.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import uuid
@@ -14,6 +15,7 @@ from collections.abc import MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
+import orjson
 import structlog
 
 CORRELATION_HEADER = "X-Correlation-ID"
@@ -42,10 +44,22 @@ def correlation_headers() -> dict[str, str]:
     return {CORRELATION_HEADER: cid} if cid else {}
 
 
+def _json_line(event: Any, **kwargs: Any) -> str:
+    """A log line as JSON through orjson (a fifth of the standard library's cost, and a line is
+    written per accepted notification); what orjson cannot encode falls back to the standard
+    library as structlog would have done."""
+    try:
+        return orjson.dumps(
+            event, default=kwargs.get("default"), option=orjson.OPT_NON_STR_KEYS
+        ).decode()
+    except TypeError:
+        return json.dumps(event, **kwargs)
+
+
 def configure_logging(service: str, level: str = "INFO", fmt: str = "console") -> None:
     """Configure structlog and the standard library to write one line per event to stderr."""
     renderer: Any = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_json_line)
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )

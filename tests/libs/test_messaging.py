@@ -14,6 +14,7 @@ import uuid
 from datetime import UTC, datetime
 from functools import partial
 
+import aio_pika
 import pytest
 
 from libs.messaging import headers as H
@@ -21,7 +22,7 @@ from libs.messaging.connection import broker_urls, connect, declare_topology
 from libs.messaging.consumer import QueueConsumer
 from libs.messaging.outcomes import Ack, DeadLetter, Delivery, Requeue, Retry
 from libs.messaging.policy import RetryPolicy
-from libs.messaging.publisher import ConfirmedPublisher, PublishFailed
+from libs.messaging.publisher import ConfirmedPublisher, OutgoingMessage, PublishFailed
 from libs.messaging.topology import (
     DEAD_LETTER_EXCHANGE,
     DIRECT_EXCHANGE,
@@ -573,3 +574,101 @@ async def test_a_nacked_publish_fails_and_the_next_one_goes_out_on_a_fresh_chann
     assert publisher._amqp_channel is not first_channel
     await publish(publisher, make_message())  # the fresh channel confirms
     assert await queue_depth(connection, "email.queue") == 1
+
+
+async def test_publish_many_confirms_each_message_with_its_own_properties(broker):
+    """A batch is written as one piece and confirmed per message; each message keeps its own
+    id, priority and correlation id, and one larger than a frame arrives whole."""
+    connection, publisher = broker
+    headers = {H.ATTEMPTS: 0, "x-note": "shared"}
+    messages = [
+        OutgoingMessage(
+            DIRECT_EXCHANGE,
+            "email",
+            make_message(request_id=f"r-{n}").to_bytes(),
+            f"id-{n}",
+            f"corr-{n}",
+            headers,
+            n % 11,
+        )
+        for n in range(300)
+    ]
+    large = make_message(variables={"blob": "x" * 400_000}).to_bytes()  # over frame_max (128 KB)
+    messages.append(OutgoingMessage(DIRECT_EXCHANGE, "push", large, "large", None, None, 0))
+    assert await publisher.publish_many(messages) == [None] * 301
+    assert await queue_depth(connection, "email.queue") == 300
+    got = await get_one(connection, "push.queue")
+    assert (got.body, got.message_id, got.correlation_id) == (large, "large", None)
+    assert got.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    seen: dict[str, aio_pika.abc.AbstractIncomingMessage] = {}
+    for _ in range(300):
+        one = await get_one(connection, "email.queue")
+        seen[str(one.message_id)] = one
+    assert sorted(seen) == sorted(f"id-{n}" for n in range(300))
+    for n in (0, 7, 299):
+        one = seen[f"id-{n}"]
+        assert one.body == messages[n].body
+        assert (one.correlation_id, one.priority) == (f"corr-{n}", n % 11)
+        assert {k: one.headers[k] for k in headers} == headers  # (quorum adds its count)
+        assert one.content_type == "application/json"
+        assert one.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+        assert one.timestamp is not None
+
+
+async def test_publish_many_fails_only_the_message_nobody_takes(broker):
+    """An unroutable message in a batch is returned (mandatory) and fails alone; a refused one
+    (nack) fails alone and the channel is replaced; the rest are confirmed."""
+    connection, publisher = broker
+    channel = await connection.channel()
+    await channel.declare_queue(
+        "full", arguments={"x-max-length": 0, "x-overflow": "reject-publish"}
+    )
+    await channel.close()
+    body = make_message().to_bytes()
+    outcomes = await publisher.publish_many(
+        [
+            OutgoingMessage(DIRECT_EXCHANGE, "email", body, "a"),
+            OutgoingMessage(DIRECT_EXCHANGE, "no-such-route", body, "b"),
+            OutgoingMessage("", "full", body, "c"),
+            OutgoingMessage(DIRECT_EXCHANGE, "email", body, "d"),
+        ]
+    )
+    assert outcomes[0] is None
+    assert outcomes[3] is None
+    assert isinstance(outcomes[1], PublishFailed)
+    assert "Return" in str(outcomes[1].__cause__)
+    assert isinstance(outcomes[2], PublishFailed)
+    assert "Nack" in repr(outcomes[2].__cause__)
+    assert await queue_depth(connection, "email.queue") == 2
+    assert await publisher.publish_many([OutgoingMessage(DIRECT_EXCHANGE, "email", body, "e")]) == [
+        None
+    ]
+
+
+async def test_publish_many_fails_every_message_when_the_broker_is_away(amqp_url, queue_type):
+    """The connection cut under a batch: every message is answered PublishFailed within the
+    confirm timeout, none hangs and none is reported confirmed."""
+    from tests.support.proxy import TcpProxy
+
+    proxy = await TcpProxy("127.0.0.1", 5672).start()
+    vhost = amqp_url.rsplit("/", 1)[1]
+    connection = await connect(f"amqp://guest:guest@127.0.0.1:{proxy.port}/{vhost}", name="cut")
+    channel = await connection.channel()
+    await declare_topology(channel, topology(queue_type))
+    await channel.close()
+    publisher = ConfirmedPublisher(connection, confirm_timeout=2)
+    await publisher.open()
+    body = make_message().to_bytes()
+    try:
+        await proxy.cut()
+        started = asyncio.get_running_loop().time()
+        outcomes = await publisher.publish_many(
+            [OutgoingMessage(DIRECT_EXCHANGE, "email", body, f"m-{n}") for n in range(50)]
+        )
+        assert asyncio.get_running_loop().time() - started < 4
+        assert all(isinstance(outcome, PublishFailed) for outcome in outcomes)
+    finally:
+        await proxy.restore()
+        await publisher.close()
+        await connection.close()
+        await proxy.close()

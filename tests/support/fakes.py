@@ -24,7 +24,7 @@ from libs.delivery.claims import Claim, ClaimState
 from libs.delivery.pipeline import Recipient
 from libs.delivery.providers import Commit, ProviderError, SendResult
 from libs.messaging.outcomes import Delivery
-from libs.messaging.publisher import PublishFailed
+from libs.messaging.publisher import OutgoingMessage, PublishFailed
 from libs.notification.message import Channel, NotificationMessage
 from libs.notification.status import (
     ALLOWED_FROM,
@@ -401,6 +401,25 @@ class RecordingPublisher:
         self.published: list[Published] = []
         self.fail = False
         self.delay = delay
+
+    async def publish_many(self, messages: Sequence[OutgoingMessage]) -> list[PublishFailed | None]:
+        outcomes: list[PublishFailed | None] = []
+        for m in messages:
+            try:
+                await self.publish(
+                    exchange=m.exchange,
+                    routing_key=m.routing_key,
+                    body=m.body,
+                    message_id=m.message_id,
+                    correlation_id=m.correlation_id,
+                    headers=m.headers,
+                    priority=m.priority,
+                    expiration_ms=m.expiration_ms,
+                )
+                outcomes.append(None)
+            except PublishFailed as exc:
+                outcomes.append(exc)
+        return outcomes
 
     async def publish(
         self,
