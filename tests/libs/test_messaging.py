@@ -13,8 +13,10 @@ import subprocess
 import uuid
 from datetime import UTC, datetime
 from functools import partial
+from typing import cast
 
 import aio_pika
+import aiormq
 import pytest
 
 from libs.messaging import headers as H
@@ -646,8 +648,10 @@ async def test_publish_many_fails_only_the_message_nobody_takes(broker):
 
 
 async def test_publish_many_fails_every_message_when_the_broker_is_away(amqp_url, queue_type):
-    """The connection cut under a batch: every message is answered PublishFailed within the
-    confirm timeout, none hangs and none is reported confirmed."""
+    """The connection cut while a batch waits for its confirms: every message not confirmed is
+    answered PublishFailed as soon as the channel is known lost (before the confirm timeout),
+    and none is reported confirmed that the broker did not take; with the connection down, a
+    batch fails within the confirm timeout."""
     from tests.support.proxy import TcpProxy
 
     proxy = await TcpProxy("127.0.0.1", 5672).start()
@@ -656,16 +660,37 @@ async def test_publish_many_fails_every_message_when_the_broker_is_away(amqp_url
     channel = await connection.channel()
     await declare_topology(channel, topology(queue_type))
     await channel.close()
-    publisher = ConfirmedPublisher(connection, confirm_timeout=2)
+    publisher = ConfirmedPublisher(connection, confirm_timeout=3)
     await publisher.open()
     body = make_message().to_bytes()
+    loop = asyncio.get_running_loop()
     try:
+        # cut while the confirms of a large batch are on their way
+        assert publisher._amqp_channel is not None
+        underlay = cast(aiormq.Channel, await publisher._amqp_channel.get_underlay_channel())
+        batch = [OutgoingMessage(DIRECT_EXCHANGE, "email", body, f"m-{n}") for n in range(3000)]
+        started = loop.time()
+        publishing = asyncio.ensure_future(publisher.publish_many(batch))
+        while underlay.delivery_tag < len(batch):
+            await asyncio.sleep(0)
         await proxy.cut()
-        started = asyncio.get_running_loop().time()
-        outcomes = await publisher.publish_many(
-            [OutgoingMessage(DIRECT_EXCHANGE, "email", body, f"m-{n}") for n in range(50)]
-        )
-        assert asyncio.get_running_loop().time() - started < 4
+        outcomes = await publishing
+        assert loop.time() - started < 2.5
+        failed = [outcome for outcome in outcomes if outcome is not None]
+        assert failed, "the cut came after every confirm: nothing was waiting"
+        assert all("channel closed" in str(outcome) for outcome in failed)
+        confirmed = len(outcomes) - len(failed)
+        await proxy.restore()
+        direct = await connect(amqp_url, name="count")
+        try:  # whatever was reported confirmed is in the queue
+            assert await queue_depth(direct, "email.queue") >= confirmed
+        finally:
+            await direct.close()
+        # and while the connection is down, a new batch fails within the confirm timeout
+        await proxy.cut()
+        started = loop.time()
+        outcomes = await publisher.publish_many(batch[:50])
+        assert loop.time() - started < 4.5
         assert all(isinstance(outcome, PublishFailed) for outcome in outcomes)
     finally:
         await proxy.restore()
