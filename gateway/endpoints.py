@@ -192,13 +192,15 @@ def _batch_item(index: int, request: NotificationRequest, answer: Accepted | App
             status=answer.status_code, code=answer.code, message=answer.message, details=answer.data
         )
         return BatchItem(index=index, request_id=request.request_id, outcome="refused", error=error)
-    return BatchItem(
+    # (model_construct: every value comes from validated models; this runs per notification)
+    return BatchItem.model_construct(
         index=index,
         request_id=request.request_id,
         outcome="replayed" if answer.replayed else "accepted",
         notification_id=answer.response.notification_id,
         status=answer.response.status,
         created_at=answer.response.created_at,
+        error=None,
     )
 
 

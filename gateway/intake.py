@@ -453,19 +453,7 @@ class _Item:
 
     def outgoing(self, correlation_id: str | None, headers: dict[str, int]) -> OutgoingMessage:
         request = self.request
-        return OutgoingMessage(
-            DIRECT_EXCHANGE,
-            routing_key(request.notification_type),
-            self.message().to_bytes(),
-            self.record.notification_id,
-            correlation_id,
-            headers,
-            request.priority,
-        )
-
-    def message(self) -> NotificationMessage:
-        request = self.request
-        return NotificationMessage.model_construct(
+        body = NotificationMessage.encode(
             notification_id=self.response.notification_id,
             request_id=request.request_id,
             notification_type=request.notification_type,
@@ -474,8 +462,17 @@ class _Item:
             variables=request.variables,
             language=request.language,
             priority=request.priority,
-            metadata=request.metadata or {},
+            metadata=request.metadata,
             created_at=self.response.created_at,
+        )
+        return OutgoingMessage(
+            DIRECT_EXCHANGE,
+            routing_key(request.notification_type),
+            body,
+            self.record.notification_id,
+            correlation_id,
+            headers,
+            request.priority,
         )
 
 

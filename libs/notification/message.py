@@ -77,6 +77,41 @@ class NotificationMessage(BaseModel):
     def to_bytes(self) -> bytes:
         return orjson.dumps(self.model_dump(mode="json"))
 
+    @staticmethod
+    def encode(
+        *,
+        notification_id: UUID,
+        request_id: str,
+        notification_type: Channel,
+        user_id: UUID,
+        template_code: str,
+        variables: dict[str, Any],
+        language: str | None,
+        priority: int,
+        metadata: dict[str, Any] | None,
+        created_at: datetime,
+    ) -> bytes:
+        """The body :meth:`to_bytes` writes for these (already validated) values, without
+        building the model: the gateway writes one per accepted notification, and the model's
+        construction and dump cost three times the encoding (byte for byte the same output:
+        ``tests/unit/test_message_decoder.py``)."""
+        return orjson.dumps(
+            {
+                "schema_version": 1,
+                "notification_id": notification_id,
+                "request_id": request_id,
+                "notification_type": notification_type,
+                "user_id": user_id,
+                "template_code": template_code,
+                "variables": variables,
+                "language": language,
+                "priority": priority,
+                "metadata": metadata or {},
+                "created_at": created_at,
+            },
+            option=orjson.OPT_UTC_Z,
+        )
+
     @classmethod
     def from_bytes(cls, body: bytes) -> NotificationMessage:
         """Parse a message body; raises ``ValueError`` (or pydantic's subclass) when invalid."""
