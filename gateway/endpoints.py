@@ -52,6 +52,7 @@ from libs.notification.status import (
     receipt_allowed_from,
     receipt_event,
 )
+from libs.trusted import trusted
 
 log = structlog.get_logger(__name__)
 
@@ -192,8 +193,9 @@ def _batch_item(index: int, request: NotificationRequest, answer: Accepted | App
             status=answer.status_code, code=answer.code, message=answer.message, details=answer.data
         )
         return BatchItem(index=index, request_id=request.request_id, outcome="refused", error=error)
-    # (model_construct: every value comes from validated models; this runs per notification)
-    return BatchItem.model_construct(
+    # (trusted: every value comes from validated models; this runs per notification)
+    return trusted(
+        BatchItem,
         index=index,
         request_id=request.request_id,
         outcome="replayed" if answer.replayed else "accepted",

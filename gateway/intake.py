@@ -41,6 +41,7 @@ from libs.messaging.publisher import BatchPublisher, OutgoingMessage
 from libs.messaging.topology import DIRECT_EXCHANGE, routing_key
 from libs.notification.message import Channel, NotificationMessage
 from libs.notification.status import NewNotification, Status, StatusStore
+from libs.trusted import trusted
 
 log = structlog.get_logger(__name__)
 
@@ -281,8 +282,12 @@ class NotificationIntake:
         records = [
             (
                 i.request.request_id,
-                IdempotencyRecord.model_construct(
-                    state="accepted", fingerprint=i.fingerprint, response=i.response
+                trusted(
+                    IdempotencyRecord,
+                    state="accepted",
+                    fingerprint=i.fingerprint,
+                    notification_id=None,
+                    response=i.response,
                 ),
             )
             for i in items
@@ -424,12 +429,17 @@ class _Item:
             NOTIFICATION_NAMESPACE, f"{principal.sub}\n{request.request_id}\n{self.fingerprint}"
         )
         created_at = datetime.now(UTC)
-        # (model_construct: every value here is already validated; this runs per notification)
-        self.pending = IdempotencyRecord.model_construct(
-            state="pending", fingerprint=self.fingerprint, notification_id=str(nid)
+        notification_id = str(nid)
+        # (trusted: every value here is already validated; this runs per notification)
+        self.pending = trusted(
+            IdempotencyRecord,
+            state="pending",
+            fingerprint=self.fingerprint,
+            notification_id=notification_id,
+            response=None,
         )
         self.record = NewNotification(
-            notification_id=str(nid),
+            notification_id=notification_id,
             request_id=request.request_id,
             channel=request.notification_type,
             user_id=str(request.user_id),
@@ -439,7 +449,8 @@ class _Item:
             language=request.language,
             owner=principal.sub,
         )
-        self.response = NotificationAccepted.model_construct(
+        self.response = trusted(
+            NotificationAccepted,
             notification_id=nid,
             request_id=request.request_id,
             status=Status.PENDING,
