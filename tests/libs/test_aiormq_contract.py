@@ -1,0 +1,62 @@
+"""The parts of aiormq the publisher reaches past the public API for.
+
+libs/messaging/publisher.py writes a batch's frames on the aiormq channel itself and registers
+their confirmations there (``publish_many``). pyproject.toml pins aiormq to one minor version;
+this test fails first, and says what moved, if an upgrade changes what it relies on. The
+behaviour itself is exercised against RabbitMQ in tests/libs/test_messaging.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import inspect
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+from aiormq.abc import ChannelFrame
+from aiormq.channel import Channel
+
+pytestmark = pytest.mark.unit
+
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+
+
+def test_the_installed_version_is_within_the_pinned_minor_version():
+    dependencies = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
+    [spec] = [d for d in dependencies if d.startswith("aiormq")]
+    match = re.search(r">=(\d+)\.(\d+)\.\d+,<(\d+)\.(\d+)", spec)
+    assert match, f"aiormq must be pinned to one minor version, got {spec!r}"
+    major, minor = (int(part) for part in importlib.metadata.version("aiormq").split(".")[:2])
+    assert (int(match.group(1)), int(match.group(2))) == (major, minor)
+    assert (int(match.group(3)), int(match.group(4))) == (major, minor + 1)
+
+
+def test_the_channel_internals_the_publisher_uses_are_there():
+    source = inspect.getsource(Channel)
+    for attribute in (
+        "self.delivery_tag",
+        "self.confirmations",
+        "self.message_id_delivery_tag",
+        "self.write_queue",
+        "self.max_content_size",
+        "self.publisher_confirms",
+    ):
+        assert attribute in source, attribute
+    assert isinstance(inspect.getattr_static(Channel, "lock"), property)
+    # a returned message finds its confirmation by message id, and fails it
+    returned = inspect.getsource(Channel._on_return_frame)
+    assert "message_id_delivery_tag.get(message_id)" in returned
+    assert "confirmation.set_exception" in returned
+    # a confirm resolves the future registered under its delivery tag (or all up to it)
+    confirm = inspect.getsource(Channel._confirm_delivery)
+    assert "self.confirmations.pop(delivery_tag)" in confirm
+
+
+def test_a_channel_frame_takes_bytes_ready_to_write():
+    fields = {field.name for field in dataclasses.fields(ChannelFrame)}
+    assert {"payload", "should_close", "drain_future"} <= fields
+    frame = ChannelFrame(payload=b"\x01", should_close=False)
+    assert not frame.should_drain
