@@ -168,8 +168,11 @@ class ConfirmedPublisher:
         through pamqp's generic encoders, a lock, two timeouts and a task per publish when many are
         gathered; a batch of 1,000 notifications spent 42 % of the gateway's CPU there. This relies
         on aiormq's channel internals (``lock``, ``delivery_tag``, ``confirmations``,
-        ``message_id_delivery_tag``, ``write_queue``), pinned by ``uv.lock`` and exercised against
-        RabbitMQ by ``tests/libs/test_messaging.py`` (confirms, returns, nacks, a lost channel).
+        ``message_id_delivery_tag``, ``write_queue``): aiormq is pinned to one minor version,
+        ``tests/libs/test_aiormq_contract.py`` checks what is used, and
+        ``tests/libs/test_messaging.py`` exercises it against RabbitMQ (confirms, returns, nacks,
+        a lost channel). Once answered, a message's id is forgotten, so a late return of one that
+        timed out finds nothing to fail.
         """
         if not messages:
             return []

@@ -13,6 +13,8 @@ from pamqp.body import ContentBody
 
 from libs.messaging.frames import field_table, publish_frames, shortstr
 
+pytestmark = pytest.mark.unit  # needs no server
+
 names = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40).filter(
     lambda s: len(s.encode()) <= 255
 )

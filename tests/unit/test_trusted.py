@@ -13,6 +13,8 @@ from gateway.schemas import BatchItem, NotificationAccepted
 from libs.notification.status import Status
 from libs.trusted import trusted
 
+pytestmark = pytest.mark.unit  # needs no server
+
 
 def test_the_instance_is_what_model_construct_makes() -> None:
     accepted: dict[str, Any] = {
