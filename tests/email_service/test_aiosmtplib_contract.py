@@ -9,27 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import re
-import tomllib
-from pathlib import Path
 
 import aiosmtplib
 import pytest
 from aiosmtplib.protocol import SMTPProtocol
 
-pytestmark = pytest.mark.unit
+from tests.support.pins import installed, pinned_range
 
-PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+pytestmark = pytest.mark.unit
 
 
 def test_the_installed_major_version_is_the_pinned_one():
-    dependencies = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
-    [spec] = [d for d in dependencies if d.startswith("aiosmtplib")]
-    match = re.search(r">=(\d+)\.\d+,<(\d+)", spec)
-    assert match, f"aiosmtplib must be pinned to one major version, got {spec!r}"
-    major = int(aiosmtplib.__version__.split(".")[0])
-    assert int(match.group(1)) == major
-    assert int(match.group(2)) == major + 1
+    lower, upper = pinned_range("aiosmtplib")
+    major = installed("aiosmtplib")[0]
+    assert lower[0] == major
+    assert upper == (major + 1,), "aiosmtplib must be pinned to one major version"
 
 
 def test_a_client_exposes_its_protocol_and_runs_raw_commands():

@@ -9,29 +9,22 @@ behaviour itself is exercised against RabbitMQ in tests/libs/test_messaging.py.
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import inspect
-import re
-import tomllib
-from pathlib import Path
 
 import pytest
 from aiormq.abc import ChannelFrame
 from aiormq.channel import Channel
 
-pytestmark = pytest.mark.unit
+from tests.support.pins import installed, pinned_range
 
-PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+pytestmark = pytest.mark.unit
 
 
 def test_the_installed_version_is_within_the_pinned_minor_version():
-    dependencies = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
-    [spec] = [d for d in dependencies if d.startswith("aiormq")]
-    match = re.search(r">=(\d+)\.(\d+)\.\d+,<(\d+)\.(\d+)", spec)
-    assert match, f"aiormq must be pinned to one minor version, got {spec!r}"
-    major, minor = (int(part) for part in importlib.metadata.version("aiormq").split(".")[:2])
-    assert (int(match.group(1)), int(match.group(2))) == (major, minor)
-    assert (int(match.group(3)), int(match.group(4))) == (major, minor + 1)
+    lower, upper = pinned_range("aiormq")
+    major, minor = installed("aiormq")[:2]
+    assert lower[:2] == (major, minor)
+    assert upper == (major, minor + 1), "aiormq must be pinned to one minor version"
 
 
 def test_the_channel_internals_the_publisher_uses_are_there():
