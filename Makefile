@@ -59,9 +59,15 @@ chromium:
 run: install
 	$(PY) -m devtools.run
 
+# Two pytest-xdist workers: the whole-system tests mostly wait (on services, outages, retries),
+# so a second worker roughly halves the suite on two cores. tests/conftest.py keeps the chaos tests
+# on one worker and the other whole-system tests on the other, one at a time each.
+# TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
+
 test: install tools chromium
 	$(PY) -m devtools.infra
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup
 
 test-unit: install
 	$(OFFLINE_ENV) $(PY) -m pytest -q -p no:cacheprovider -m unit

@@ -23,6 +23,20 @@ from tests.support.isolation import (
     temp_redis_prefix,
 )
 
+# Under ``make test`` (pytest-xdist, ``--dist loadgroup``) the tests that start a whole system of
+# processes form two groups, and each group runs on one worker, one test after another; the other
+# tests go to whichever worker is free. So at most two whole systems run at once on the two cores.
+SYSTEM_GROUPS = {"chaos": "chaos", "e2e": "system", "cluster": "system"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for marker, group in SYSTEM_GROUPS.items():
+            if item.get_closest_marker(marker):
+                item.add_marker(pytest.mark.xdist_group(group))
+                break
+
 
 @pytest.fixture(scope="session")
 def infrastructure() -> None:

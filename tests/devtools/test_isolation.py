@@ -56,13 +56,16 @@ async def test_a_pool_vhost_is_fresh_usable_and_deleted_after_use(infrastructure
 
 
 async def test_vhosts_left_by_a_killed_run_are_deleted_once_stale(infrastructure):
+    # Aged just short of the pools' own cutoff and swept with an earlier one, so that a pool
+    # starting meanwhile in another worker or run (which sweeps too) leaves them to this test.
     now = time.time()
-    stale = pool_vhost_name(now - STALE_VHOST_SECONDS - 60)
-    recent = pool_vhost_name(now - STALE_VHOST_SECONDS + 600)  # a long run still using it
+    cutoff = STALE_VHOST_SECONDS - 1800
+    stale = pool_vhost_name(now - cutoff - 60)
+    recent = pool_vhost_name(now - cutoff + 600)  # a long run still using it
     await asyncio.to_thread(_create_vhosts, [stale, recent])
     try:
         assert await _reachable(stale)
-        await asyncio.to_thread(delete_stale_vhosts)
+        await asyncio.to_thread(delete_stale_vhosts, cutoff)
         assert not await _reachable(stale)
         assert await _reachable(recent)
     finally:

@@ -14,7 +14,8 @@ from libs.notification.status import Status, StatusRecord, TimelineEvent
 
 pytestmark = pytest.mark.unit
 
-USER, SHOP = str(uuid.uuid4()), str(uuid.uuid4())
+# fixed, not random: pytest-xdist needs every worker to collect the same test ids
+USER, SHOP = "0d5c7a1e-52a4-4c3e-9b11-3f6f0f3e2a01", "9a0e6f4b-1c2d-4e5f-8a9b-0c1d2e3f4a02"
 
 
 def _record(owner: str | None = SHOP, error: str | None = None) -> StatusRecord:
