@@ -73,7 +73,7 @@ test-unit: install
 	$(OFFLINE_ENV) $(PY) -m pytest -q -p no:cacheprovider -m unit
 
 test-fast: install tools
-	$(PY) -m pytest -q -m "not e2e and not chaos and not cluster"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not e2e and not chaos and not cluster"
 
 test-e2e: install tools chromium
 	$(PY) -m pytest -q -m e2e

@@ -19,6 +19,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from devtools.stack import ROOT
+from tests.support.servers import free_port
 
 
 class ChildServer:
@@ -28,7 +29,7 @@ class ChildServer:
 
     def __init__(self, record: Path, port: int | None = None) -> None:
         self.host = "127.0.0.1"
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.record = record
         self.record.touch()
         self._popen: subprocess.Popen[bytes] | None = None
@@ -112,9 +113,3 @@ class ProcessFcm(ChildServer):
 
     def delivered_to(self, token: str) -> list[Any]:
         return [m for m in self.snapshot() if m.token == token]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
+
+from tests.support.servers import free_port
 
 
 class TcpProxy:
     def __init__(self, target_host: str, target_port: int, listen_port: int = 0) -> None:
         self.target = (target_host, target_port)
-        self.port = listen_port or _free_port()
+        self.port = listen_port or free_port()
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -71,9 +72,3 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         while data := await reader.read(65536):
             writer.write(data)
             await writer.drain()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, Literal
 
 import httpx
@@ -16,10 +18,45 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from libs.http.state import STATE_KEY
 
 
+# Ports handed to a server that binds later (a service process, a sink): from below the kernel's
+# ephemeral range, so that no outgoing connection opened meanwhile (each service opens several to
+# Redis, RabbitMQ and PostgreSQL) can take one between its choice here and the server binding it;
+# at random, so that test workers running side by side (make test runs two) rarely pick the same;
+# and never one this process handed out before.
+_LISTEN_PORTS = range(20000, 32768)
+_SHARED_PORTS = {25672}  # the shared RabbitMQ's inter-node port
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now, for a server to bind."""
+    low = _ephemeral_low()
+    candidates = range(_LISTEN_PORTS.start, min(_LISTEN_PORTS.stop, low))
+    for _ in range(200):
+        port = random.choice(candidates) if len(candidates) > 1000 else _kernel_port()
+        if port in _handed_out or port in _SHARED_PORTS:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free port found")
+
+
+def _kernel_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 class AppClient(httpx.AsyncClient):
