@@ -17,7 +17,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from libs.http.state import STATE_KEY
 
-
 # Ports handed to a server that binds later (a service process, a sink): from below the kernel's
 # ephemeral range, so that no outgoing connection opened meanwhile (each service opens several to
 # Redis, RabbitMQ and PostgreSQL) can take one between its choice here and the server binding it;
