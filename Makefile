@@ -60,8 +60,9 @@ run: install
 	$(PY) -m devtools.run
 
 # Two pytest-xdist workers: the whole-system tests mostly wait (on services, outages, retries),
-# so a second worker roughly halves the suite on two cores. tests/conftest.py keeps the chaos tests
-# on one worker and the other whole-system tests on the other, one at a time each.
+# so a second worker roughly halves the suite on two cores. tests/conftest.py puts the chaos tests
+# in one group and the other whole-system tests in another; a group runs on one worker, one test
+# at a time.
 # TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
 
