@@ -74,13 +74,13 @@ test-unit: install
 	$(OFFLINE_ENV) $(PY) -m pytest -q -p no:cacheprovider -m unit
 
 test-fast: install tools
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not e2e and not chaos and not cluster"
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup -m "not e2e and not chaos and not cluster"
 
 test-e2e: install tools chromium
-	$(PY) -m pytest -q -m e2e
+	$(PY) -m pytest -q -p no:cacheprovider -m e2e
 
 test-chaos: install
-	$(PY) -m pytest -q -m chaos
+	$(PY) -m pytest -q -p no:cacheprovider -m chaos
 
 test-cluster: install
 	$(PY) -m devtools.infra
