@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.servers import free_port
+from tests.support.servers import RESERVED_PORTS, free_port
 
 pytestmark = pytest.mark.unit
 
@@ -17,6 +17,7 @@ def test_ports_are_distinct_bindable_and_below_the_ephemeral_range() -> None:
     ports = [free_port() for _ in range(300)]
     assert len(set(ports)) == len(ports)
     assert all(20000 <= port < low for port in ports)
+    assert not RESERVED_PORTS & set(ports)
     for port in ports[:20]:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", port))

@@ -26,19 +26,10 @@ from pathlib import Path
 from tests.support.servers import free_port
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
-# CLI tools take their own distribution port from 35672-35682 (the default dist port + 10000);
-# the shared broker listens on 5672 and 25672. A node must not pick any of them.
-RESERVED_PORTS = {5672, 25672, *range(35672, 35683)}
 
 
 def available() -> bool:
     return (RABBITMQ_BIN / "rabbitmq-server").exists()
-
-
-def _port() -> int:
-    while (port := free_port()) in RESERVED_PORTS:
-        pass
-    return port
 
 
 @dataclass
@@ -78,7 +69,7 @@ class RabbitCluster:
         self.workdir = workdir
         self.cookie = cookie or uuid.uuid4().hex.upper()
         self.nodes = [
-            Node(f"herald-{run}-{i}@localhost", _port(), _port(), workdir / f"node{i}")
+            Node(f"herald-{run}-{i}@localhost", free_port(), free_port(), workdir / f"node{i}")
             for i in range(1, size + 1)
         ]
         self.stopped: set[str] = set()

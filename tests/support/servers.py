@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import socket
 from collections.abc import AsyncIterator, Mapping
@@ -23,7 +24,10 @@ from libs.http.state import STATE_KEY
 # at random, so that test workers running side by side (make test runs two) rarely pick the same;
 # and never one this process handed out before.
 _LISTEN_PORTS = range(20000, 32768)
-_SHARED_PORTS = {25672}  # the shared RabbitMQ's inter-node port
+# The shared broker listens on 5672 and 25672; RabbitMQ's CLI tools take their own distribution
+# port from 35672-35682 (the default dist port + 10000). A test's server (a RabbitMQ node of its
+# own too) must not pick any of them, even where the range above falls back to the kernel's choice.
+RESERVED_PORTS = {5672, 25672, *range(35672, 35683)}
 _handed_out: set[int] = set()
 
 
@@ -33,7 +37,7 @@ def free_port() -> int:
     candidates = range(_LISTEN_PORTS.start, min(_LISTEN_PORTS.stop, low))
     for _ in range(200):
         port = random.choice(candidates) if len(candidates) > 1000 else _kernel_port()
-        if port in _handed_out or port in _SHARED_PORTS:
+        if port in _handed_out or port in RESERVED_PORTS:
             continue
         with socket.socket() as sock:
             try:
@@ -51,6 +55,7 @@ def _kernel_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@functools.cache
 def _ephemeral_low() -> int:
     try:
         return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
