@@ -94,6 +94,22 @@ class Accepted:
     """False when the broker confirmed but the idempotency record could not be saved."""
 
 
+_NAMESPACE_BYTES = NOTIFICATION_NAMESPACE.bytes
+
+
+def notification_id_of(scope: str, request_id: str, fp: str) -> tuple[UUID, str]:
+    """The notification id of a caller's request (``uuid5`` of caller, request id and body
+    fingerprint) and its text: :func:`uuid.uuid5`'s value, made without the import it runs on
+    every call and the UUID's own formatting (both Python, and this runs per notification)."""
+    name = _NAMESPACE_BYTES + f"{scope}\n{request_id}\n{fp}".encode()
+    # (SHA-1 is what a version 5 UUID is defined by; it names, it does not protect)
+    digest = bytearray(hashlib.sha1(name, usedforsecurity=False).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    h = digest.hex()
+    return UUID(bytes=bytes(digest)), f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def fingerprint(request: NotificationRequest) -> str:
     canonical = orjson.dumps(request.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).hexdigest()
@@ -137,7 +153,8 @@ class NotificationIntake:
         broker), replayed, or the error it would have raised. The batch's request ids are claimed
         in one script, statuses created in one, publishes confirmed together and the answers
         recorded in one script: a batch of 1,000 costs the Redis round trips of one request."""
-        items = [_Item.of(principal, request) for request in requests]
+        now = datetime.now(UTC)  # (one accepted_at for the batch)
+        items = [_Item(principal, request, now) for request in requests]
         answers: list[Accepted | AppError | None] = [None] * len(items)
         # Started before the claim, so that their cache reads share its round trip to Redis;
         # only the items this call claims use them.
@@ -422,14 +439,14 @@ class _Item:
 
     __slots__ = ("fingerprint", "pending", "record", "remembered", "request", "response")
 
-    def __init__(self, principal: Principal, request: NotificationRequest) -> None:
+    def __init__(
+        self, principal: Principal, request: NotificationRequest, created_at: datetime
+    ) -> None:
         self.request = request
         self.fingerprint = fingerprint(request)
-        nid = uuid.uuid5(
-            NOTIFICATION_NAMESPACE, f"{principal.sub}\n{request.request_id}\n{self.fingerprint}"
+        nid, notification_id = notification_id_of(
+            principal.sub, request.request_id, self.fingerprint
         )
-        created_at = datetime.now(UTC)
-        notification_id = str(nid)
         # (trusted: every value here is already validated; this runs per notification)
         self.pending = trusted(
             IdempotencyRecord,
@@ -457,10 +474,6 @@ class _Item:
             created_at=created_at,
         )
         self.remembered = True
-
-    @classmethod
-    def of(cls, principal: Principal, request: NotificationRequest) -> _Item:
-        return cls(principal, request)
 
     def outgoing(self, correlation_id: str | None, headers: dict[str, int]) -> OutgoingMessage:
         request = self.request

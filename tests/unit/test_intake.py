@@ -9,9 +9,11 @@ import asyncio
 import uuid
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway.intake import NotificationIntake
+from gateway.intake import NOTIFICATION_NAMESPACE, NotificationIntake, notification_id_of
 from gateway.schemas import NotificationRequest
 from libs.clients.errors import UpstreamUnavailable
 from libs.http.auth import Principal, Role
@@ -300,3 +302,14 @@ async def test_an_unexpected_error_is_raised_not_answered_and_gives_the_ids_back
     with pytest.raises(RuntimeError, match="bug in the publisher"):
         await gw.intake.submit_many(CALLER, requests)
     assert gw.idempotency.records == {}
+
+
+@given(scope=st.text(), request_id=st.text(), fp=st.text(alphabet="0123456789abcdef"))
+def test_the_notification_id_is_the_uuid5_of_caller_request_id_and_fingerprint(
+    scope, request_id, fp
+):
+    nid, text = notification_id_of(scope, request_id, fp)
+    expected = uuid.uuid5(NOTIFICATION_NAMESPACE, f"{scope}\n{request_id}\n{fp}")
+    assert nid == expected
+    assert text == str(expected)
+    assert nid.version == 5
