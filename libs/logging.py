@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
-import uuid
 from collections.abc import MutableMapping
 from contextvars import ContextVar
 from typing import Any
@@ -24,7 +24,7 @@ _correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=N
 
 
 def new_correlation_id() -> str:
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # (what uuid4().hex is made of, without the UUID)
 
 
 def get_correlation_id() -> str | None:

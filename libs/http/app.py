@@ -27,12 +27,7 @@ from starlette.routing import BaseRoute
 from libs.http.docs import install_offline_docs
 from libs.http.envelope import Envelope, ErrorEnvelope, envelope_response, ok
 from libs.http.errors import Unauthorized, error_response, install_error_handlers
-from libs.http.middleware import (
-    BodyLimitMiddleware,
-    CorrelationIdMiddleware,
-    HttpMetricsMiddleware,
-    PathGuardMiddleware,
-)
+from libs.http.middleware import EdgeMiddleware
 
 log = structlog.get_logger(__name__)
 
@@ -196,10 +191,7 @@ def create_app(
     document_error_envelope(app)
     install_offline_docs(app)
     install_error_handlers(app, database=database)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes, per_path=body_limits)
-    app.add_middleware(PathGuardMiddleware)
-    app.add_middleware(HttpMetricsMiddleware)
-    app.add_middleware(CorrelationIdMiddleware)
+    app.add_middleware(EdgeMiddleware, max_bytes=max_body_bytes, per_path=body_limits)
     app.include_router(operational_router(service, readiness or {}, metrics_refresh, metrics_token))
     for router in routers:
         app.include_router(router)
