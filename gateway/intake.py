@@ -138,23 +138,91 @@ class NotificationIntake:
         self._pending_ttl = pending_ttl
         self._confirm_timeout = confirm_timeout
         self._in_progress_wait = in_progress_wait
+        self._this_turn: dict[str, _Turn] = {}  # by caller
+        self._turns_under_way: set[asyncio.Task[None]] = set()
 
     async def submit(self, principal: Principal, request: NotificationRequest) -> Accepted:
-        """Accept one notification, or raise the error its answer is."""
-        [answer] = await self.submit_many(principal, [request])
-        if isinstance(answer, AppError):
-            raise answer
-        return answer
+        """Accept one notification, or raise the error its answer is.
+
+        The requests a caller submits in one turn of the event loop are accepted together, as
+        :meth:`submit_many` accepts a batch (one claim, one status script, the publishes
+        confirmed together, one settle): under load a gateway holds dozens of requests at the
+        same step, and each round trip then serves them all. Each still gets the answer it
+        would get alone, and a 202 only once the broker confirmed its own message. Nothing
+        waits for a timer or for other turns' requests."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Accepted | AppError] = loop.create_future()
+        turn = self._this_turn.get(principal.sub)
+        if turn is None:
+            if not self._this_turn:
+                loop.call_soon(self._accept_this_turn)
+            turn = self._this_turn[principal.sub] = _Turn(principal)
+        turn.add(request, answer)
+        outcome = await answer
+        if isinstance(outcome, AppError):
+            raise outcome
+        if not outcome.replayed:
+            log.info(
+                "notification.accepted",
+                notification_id=str(outcome.response.notification_id),
+                request_id=request.request_id,
+                channel=request.notification_type.value,
+            )
+        return outcome
+
+    def _accept_this_turn(self) -> None:
+        turns, self._this_turn = self._this_turn, {}
+        for turn in turns.values():
+            task = asyncio.get_running_loop().create_task(self._accept_turn(turn))
+            self._turns_under_way.add(task)
+            task.add_done_callback(self._turns_under_way.discard)
+
+    async def _accept_turn(self, turn: _Turn) -> None:
+        try:
+            outcomes = await self._submit(turn.principal, turn.requests, turn.correlation_ids)
+        except asyncio.CancelledError:
+            for answer in turn.answers:
+                answer.cancel()
+            raise
+        except BaseException as exc:  # a bug or a lost dependency: each request raises it
+            for answer in turn.answers:
+                if not answer.done():
+                    answer.set_exception(exc)
+            return
+        for answer, outcome in zip(turn.answers, outcomes, strict=True):
+            if not answer.done():  # (its request may have been cancelled meanwhile)
+                answer.set_result(outcome)
 
     async def submit_many(
         self, principal: Principal, requests: Sequence[NotificationRequest]
     ) -> list[Accepted | AppError]:
         """Each request answered as it would be alone, in order: accepted (confirmed by the
-        broker), replayed, or the error it would have raised. The batch's request ids are claimed
-        in one script, statuses created in one, publishes confirmed together and the answers
-        recorded in one script: a batch of 1,000 costs the Redis round trips of one request."""
+        broker), replayed, or the error it would have raised."""
+        answers = await self._submit(principal, requests, [get_correlation_id()] * len(requests))
+        accepted = sum(1 for a in answers if isinstance(a, Accepted) and not a.replayed)
+        if accepted:
+            log.info(
+                "notifications.accepted",
+                count=accepted,
+                refused=sum(1 for a in answers if isinstance(a, AppError)),
+            )
+        return answers
+
+    async def _submit(
+        self,
+        principal: Principal,
+        requests: Sequence[NotificationRequest],
+        correlation_ids: Sequence[str | None],
+    ) -> list[Accepted | AppError]:
+        """:meth:`submit_many`, each message carrying its own request's correlation id. The
+        batch's request ids are claimed in one script, statuses created in one, publishes
+        confirmed together and the answers recorded in one script: a batch of 1,000 costs the
+        Redis round trips of one request."""
         now = datetime.now(UTC)  # (one accepted_at for the batch)
-        items = [_Item(principal, request, now) for request in requests]
+        items = [
+            _Item(principal, request, now, cid)
+            for request, cid in zip(requests, correlation_ids, strict=True)
+        ]
         answers: list[Accepted | AppError | None] = [None] * len(items)
         # Started before the claim, so that their cache reads share its round trip to Redis;
         # only the items this call claims use them.
@@ -210,7 +278,7 @@ class NotificationIntake:
             return _redis_unavailable()
         if earlier is not None:
             return earlier
-        [answer] = await self.submit_many(principal, [item.request])
+        [answer] = await self._submit(principal, [item.request], [item.correlation_id])
         return answer
 
     async def _accept_claimed(
@@ -262,11 +330,8 @@ class NotificationIntake:
         except RedisError as exc:
             log.warning("intake.redis_unavailable", error=repr(exc))
             return [_redis_unavailable() for _ in items]
-        correlation_id = get_correlation_id()
         headers = {amqp_headers.ATTEMPTS: 0}  # (one mapping: encoded once for the batch)
-        outcomes = await self._publisher.publish_many(
-            [item.outgoing(correlation_id, headers) for item in items]
-        )
+        outcomes = await self._publisher.publish_many([item.outgoing(headers) for item in items])
         errors: list[AppError | None] = []
         withdrawn = []
         for item, made, outcome in zip(items, created, outcomes, strict=True):
@@ -278,16 +343,6 @@ class NotificationIntake:
                 errors.append(None)
         if withdrawn:
             await self._status.delete_many(withdrawn)
-        accepted = [i for i, e in zip(items, errors, strict=True) if e is None]
-        if len(accepted) == 1:
-            log.info(
-                "notification.accepted",
-                notification_id=accepted[0].record.notification_id,
-                request_id=accepted[0].request.request_id,
-                channel=accepted[0].request.notification_type.value,
-            )
-        elif accepted:
-            log.info("notifications.accepted", count=len(accepted), refused=len(withdrawn))
         return errors
 
     async def _settle(self, principal: Principal, items: list[_Item]) -> None:
@@ -434,15 +489,47 @@ class NotificationIntake:
             return None
 
 
+class _Turn:
+    """A caller's single requests submitted in one turn of the event loop, and their answers."""
+
+    __slots__ = ("answers", "correlation_ids", "principal", "requests")
+
+    def __init__(self, principal: Principal) -> None:
+        self.principal = principal
+        self.requests: list[NotificationRequest] = []
+        self.correlation_ids: list[str | None] = []
+        self.answers: list[asyncio.Future[Accepted | AppError]] = []
+
+    def add(
+        self, request: NotificationRequest, answer: asyncio.Future[Accepted | AppError]
+    ) -> None:
+        self.requests.append(request)
+        self.correlation_ids.append(get_correlation_id())
+        self.answers.append(answer)
+
+
 class _Item:
     """One request on its way: its fingerprint, notification id, claim and records."""
 
-    __slots__ = ("fingerprint", "pending", "record", "remembered", "request", "response")
+    __slots__ = (
+        "correlation_id",
+        "fingerprint",
+        "pending",
+        "record",
+        "remembered",
+        "request",
+        "response",
+    )
 
     def __init__(
-        self, principal: Principal, request: NotificationRequest, created_at: datetime
+        self,
+        principal: Principal,
+        request: NotificationRequest,
+        created_at: datetime,
+        correlation_id: str | None,
     ) -> None:
         self.request = request
+        self.correlation_id = correlation_id
         self.fingerprint = fingerprint(request)
         nid, notification_id = notification_id_of(
             principal.sub, request.request_id, self.fingerprint
@@ -475,7 +562,7 @@ class _Item:
         )
         self.remembered = True
 
-    def outgoing(self, correlation_id: str | None, headers: dict[str, int]) -> OutgoingMessage:
+    def outgoing(self, headers: dict[str, int]) -> OutgoingMessage:
         request = self.request
         body = NotificationMessage.encode(
             notification_id=self.response.notification_id,
@@ -494,7 +581,7 @@ class _Item:
             routing_key(request.notification_type),
             body,
             self.record.notification_id,
-            correlation_id,
+            self.correlation_id,
             headers,
             request.priority,
         )

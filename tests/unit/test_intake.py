@@ -18,6 +18,7 @@ from gateway.schemas import NotificationRequest
 from libs.clients.errors import UpstreamUnavailable
 from libs.http.auth import Principal, Role
 from libs.http.errors import Conflict, ServiceUnavailable, Unprocessable
+from libs.logging import bind_correlation_id
 from libs.messaging import headers as H
 from libs.messaging.publisher import PublishFailed
 from libs.notification.message import Channel, NotificationMessage
@@ -302,6 +303,96 @@ async def test_an_unexpected_error_is_raised_not_answered_and_gives_the_ids_back
     with pytest.raises(RuntimeError, match="bug in the publisher"):
         await gw.intake.submit_many(CALLER, requests)
     assert gw.idempotency.records == {}
+
+
+def _count_claims(gw: Gateway) -> list[tuple[str, int]]:
+    """(caller, request ids) of every claim the intake makes from now on."""
+    calls: list[tuple[str, int]] = []
+    claim = gw.idempotency.claim
+
+    async def counted(scope, claims, ttl):
+        calls.append((scope, len(claims)))
+        return await claim(scope, claims, ttl)
+
+    gw.idempotency.claim = counted
+    return calls
+
+
+async def _submit_as(gw: Gateway, principal: Principal, request, correlation_id: str):
+    bind_correlation_id(correlation_id)  # (each gathered call is a task with its own context)
+    return await gw.intake.submit(principal, request)
+
+
+async def test_single_requests_of_one_turn_are_accepted_together_each_with_its_own_answer(gw):
+    claims = _count_claims(gw)
+    requests = [gw.request() for _ in range(5)]
+    answers = await asyncio.gather(
+        *(_submit_as(gw, CALLER, r, f"cid-{n}") for n, r in enumerate(requests))
+    )
+    assert claims == [(CALLER.sub, 5)]  # one claim for the five
+    assert [a.response.request_id for a in answers] == [r.request_id for r in requests]
+    assert len({a.response.notification_id for a in answers}) == 5
+    # each message carries the correlation id of the request that sent it
+    sent = {p.message_id: p.correlation_id for p in gw.publisher.published}
+    assert sent == {str(a.response.notification_id): f"cid-{n}" for n, a in enumerate(answers)}
+    # and a later request is a turn of its own
+    await gw.intake.submit(CALLER, gw.request())
+    assert claims[1:] == [(CALLER.sub, 1)]
+
+
+async def test_callers_in_one_turn_are_never_accepted_as_one_batch(gw):
+    claims = _count_claims(gw)
+    other = Principal(sub="crm-backend", role=Role.SERVICE, jti="k", exp=0)
+    mine, theirs = gw.request(), gw.request()
+    a, b = await asyncio.gather(
+        _submit_as(gw, CALLER, mine, "c1"), _submit_as(gw, other, theirs, "c2")
+    )
+    assert sorted(claims) == [("billing-backend", 1), ("crm-backend", 1)]
+    owners = {nid: r["owner"] for nid, r in gw.status.records.items()}
+    assert owners == {
+        str(a.response.notification_id): CALLER.sub,
+        str(b.response.notification_id): other.sub,
+    }
+
+
+async def test_a_refused_request_in_a_turn_fails_alone(gw):
+    stranger = gw.request(user_id=str(uuid.uuid4()))
+    good = [gw.request(), gw.request()]
+    outcomes = await asyncio.gather(
+        *(gw.intake.submit(CALLER, r) for r in [good[0], stranger, good[1]]),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[1], Unprocessable)
+    assert outcomes[1].code == "unknown_user"
+    assert [o.replayed for o in (outcomes[0], outcomes[2])] == [False, False]
+    assert len(gw.publisher.published) == 2
+
+
+async def test_a_request_cancelled_while_its_turn_is_under_way_leaves_the_others_alone():
+    gw = Gateway(publish_delay=0.05)
+    requests = [gw.request() for _ in range(3)]
+    tasks = [asyncio.create_task(gw.intake.submit(CALLER, r)) for r in requests]
+    await asyncio.sleep(0.01)  # the turn is publishing
+    tasks[1].cancel()
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(done[1], asyncio.CancelledError)
+    assert [d.replayed for d in (done[0], done[2])] == [False, False]
+    # the broker confirmed the cancelled one too: its retry is told so, and nothing is resent
+    again = await gw.intake.submit(CALLER, requests[1])
+    assert again.replayed is True
+    assert len(gw.publisher.published) == 3
+
+
+async def test_an_unexpected_error_in_a_turn_is_raised_by_each_of_its_requests(gw):
+    async def broken(**kwargs):
+        raise RuntimeError("bug in the publisher (test)")
+
+    gw.publisher.publish = broken
+    outcomes = await asyncio.gather(
+        *(gw.intake.submit(CALLER, gw.request()) for _ in range(3)), return_exceptions=True
+    )
+    assert [type(o) for o in outcomes] == [RuntimeError] * 3
+    assert gw.idempotency.records == {}  # the ids were given back
 
 
 @given(scope=st.text(), request_id=st.text(), fp=st.text(alphabet="0123456789abcdef"))
