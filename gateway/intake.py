@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import uuid
 from collections.abc import Awaitable, Coroutine, Sequence
@@ -173,7 +174,10 @@ class NotificationIntake:
     def _accept_this_turn(self) -> None:
         turns, self._this_turn = self._this_turn, {}
         for turn in turns.values():
-            task = asyncio.get_running_loop().create_task(self._accept_turn(turn))
+            # (a context of its own: what it logs belongs to no single request of the turn)
+            task = asyncio.get_running_loop().create_task(
+                self._accept_turn(turn), context=contextvars.Context()
+            )
             self._turns_under_way.add(task)
             task.add_done_callback(self._turns_under_way.discard)
 
@@ -188,6 +192,8 @@ class NotificationIntake:
             for answer in turn.answers:
                 if not answer.done():
                     answer.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise  # (SystemExit, KeyboardInterrupt: the process's, not the requests')
             return
         for answer, outcome in zip(turn.answers, outcomes, strict=True):
             if not answer.done():  # (its request may have been cancelled meanwhile)

@@ -18,6 +18,7 @@ from gateway.history import (
     HistoryRecorder,
     NotificationHistory,
     Tombstone,
+    stream_version,
     write_batch,
 )
 from libs.notification.message import Channel
@@ -176,6 +177,25 @@ async def test_recording_is_idempotent_and_order_independent(store, redis, keys,
     assert record is not None
     assert record.status is Status.DELIVERED
     assert [e.event for e in record.timeline] == ["accepted", "p", "d"]
+
+
+async def test_versions_are_the_stream_ids_as_python_reads_them(store, redis, keys, engine):
+    """PostgreSQL turns stream ids into versions itself; tombstones are compared in Python by
+    :func:`stream_version`: the two must agree, sequence numbers over 99,999 included."""
+    n = _new()
+    await store.create(n)
+    [entry] = await _stream(redis, keys)
+    assert isinstance(entry, HistoryEntry)
+    ms = entry.stream_id.split("-")[0]
+    for stream_id in (entry.stream_id, f"{ms}-123456"):
+        moved = HistoryEntry(stream_id, entry.snapshot_json, entry.event_json)
+        await write_batch(engine, [moved])
+        async with engine.connect() as conn:
+            row = await conn.exec_driver_sql(
+                "SELECT version FROM notifications WHERE notification_id = $1::uuid",
+                (n.notification_id,),
+            )
+            assert row.scalar_one() == stream_version(stream_id)
 
 
 async def test_a_withdrawn_notification_leaves_nothing_but_a_retry_is_recorded(
