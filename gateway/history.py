@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-import orjson
 import sqlalchemy as sa
 import structlog
 from redis.asyncio import Redis
@@ -111,8 +109,8 @@ class Tombstone:
 @dataclass(frozen=True)
 class HistoryEntry:
     """One outbox entry: the notification after a change, and the event that changed it, as
-    the stream holds them (JSON). The recorder hands them to PostgreSQL as they are (see
-    :data:`_RECORD`); :attr:`snapshot` and :attr:`event` decode them for anyone else."""
+    the stream holds them (JSON); the recorder hands them to PostgreSQL as they are (see
+    :data:`_RECORD`)."""
 
     stream_id: str
     snapshot_json: bytes
@@ -123,25 +121,6 @@ class HistoryEntry:
         if b"t" in fields:
             return Tombstone(stream_id, UUID(fields[b"t"].decode()))
         return cls(stream_id, fields[b"s"], fields[b"e"])
-
-    @functools.cached_property
-    def snapshot(self) -> dict[str, str]:
-        """The notification after the change: every field as text (a Redis hash)."""
-        snapshot: dict[str, str] = orjson.loads(self.snapshot_json)
-        return snapshot
-
-    @functools.cached_property
-    def event(self) -> dict[str, Any]:
-        event: dict[str, Any] = orjson.loads(self.event_json)
-        return event
-
-    @property
-    def notification_id(self) -> UUID:
-        return UUID(self.snapshot["notification_id"])
-
-    @property
-    def version(self) -> int:
-        return stream_version(self.stream_id)
 
 
 Entry = HistoryEntry | Tombstone

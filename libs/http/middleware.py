@@ -80,9 +80,7 @@ class EdgeMiddleware:
             limit = self.per_path.get(path, self.max_bytes)
             declared = content_length or b""
             if declared.isdigit() and int(declared) > limit:
-                too_large = error_response(
-                    413, "payload_too_large", f"The request body exceeds {limit} bytes."
-                )
+                too_large = error_response(413, "payload_too_large", _too_large(limit))
                 await too_large(scope, receive, respond)
                 return
             await self.app(scope, _limited(receive, limit), respond)
@@ -118,7 +116,11 @@ def _limited(receive: Receive, limit: int) -> Receive:
                 # Starlette's HTTPException, not an AppError: FastAPI turns any other error met
                 # while reading a body into 400 "There was an error parsing the body", and lets
                 # this one through to the handlers (413 in the envelope).
-                raise HTTPException(413, f"The request body exceeds {limit} bytes.")
+                raise HTTPException(413, _too_large(limit))
         return event
 
     return limited_receive
+
+
+def _too_large(limit: int) -> str:
+    return f"The request body exceeds {limit} bytes."
