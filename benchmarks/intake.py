@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings
 
 from benchmarks.ceilings import MinimalServer
 from benchmarks.minimal_app import QUEUE as MINIMAL_QUEUE
-from benchmarks.procstat import cpu_delta
+from benchmarks.procstat import cpu_delta, machine_cpu
 from benchmarks.stack import Bench
 from benchmarks.stats import median_of
 from benchmarks.wrk import Load, run_for
@@ -33,6 +33,10 @@ MEDIANS = (
     "cpu_ms_per_notification",
     "redis_cpu_ms_per_notification",
     "rabbitmq_cpu_ms_per_notification",
+    "postgresql_cpu_ms_per_notification",
+    "machine_cpu_ms_per_notification",
+    "machine_busy",
+    "at_full_use_per_second",
 )
 
 
@@ -165,11 +169,12 @@ async def measure_intake(bench: Bench) -> dict[str, Any]:
 
 
 async def _measure(bench: Bench, target: str, url: str, load: Load) -> dict[str, Any]:
-    """One fixed-duration run, with the CPU the target, Redis and RabbitMQ used per notification
-    accepted; the work queues purged after it."""
-    before = bench.stat.cpu()
+    """One fixed-duration run, with the CPU per notification accepted of the target, of Redis,
+    RabbitMQ and PostgreSQL, and of the whole machine (wrk and the kernel included), and how busy
+    the machine was; the work queues purged after it."""
+    before, machine_before = bench.stat.cpu(), machine_cpu()
     result = await run_for(url, load, bench.config.duration)
-    used = cpu_delta(before, bench.stat.cpu())
+    used, machine = cpu_delta(before, bench.stat.cpu()), machine_cpu().since(machine_before)
     await bench.purge_until_quiet(*WORK_QUEUES, MINIMAL_QUEUE)
     accepted = max(result.items, 1)
     process = "minimal endpoint" if target == "minimal" else "gateway"
@@ -177,6 +182,13 @@ async def _measure(bench: Bench, target: str, url: str, load: Load) -> dict[str,
         "cpu_ms_per_notification": round(used[process] * 1000 / accepted, 3),
         "redis_cpu_ms_per_notification": round(used["redis"] * 1000 / accepted, 3),
         "rabbitmq_cpu_ms_per_notification": round(used["rabbitmq"] * 1000 / accepted, 3),
+        "postgresql_cpu_ms_per_notification": round(used["postgresql"] * 1000 / accepted, 3),
+        "machine_cpu_ms_per_notification": round(machine.busy * 1000 / accepted, 3),
+        "machine_busy": round(machine.busy_share, 3),
+        # the rate were the machine fully busy at the same CPU per notification
+        "at_full_use_per_second": (
+            round(result.per_second / machine.busy_share) if machine.busy_share else None
+        ),
     }
 
 

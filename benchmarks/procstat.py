@@ -64,6 +64,32 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class MachineCpu:
+    """The whole machine's CPU seconds so far (``/proc/stat``, summed over its CPUs): busy
+    (user, nice, system, irq, softirq, steal) and idle (idle, iowait)."""
+
+    busy: float
+    idle: float
+
+    def since(self, before: MachineCpu) -> MachineCpu:
+        return MachineCpu(self.busy - before.busy, self.idle - before.idle)
+
+    @property
+    def busy_share(self) -> float:
+        """The share of the machine's CPU time that was busy (0 to 1)."""
+        total = self.busy + self.idle
+        return self.busy / total if total > 0 else 0.0
+
+
+def machine_cpu() -> MachineCpu:
+    fields = (PROC / "stat").read_text().splitlines()[0].split()
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(f) for f in fields[1:9])
+    return MachineCpu(
+        (user + nice + system + irq + softirq + steal) / TICKS, (idle + iowait) / TICKS
+    )
+
+
 def all_stats() -> dict[int, Stat]:
     stats = {}
     for entry in PROC.iterdir():

@@ -137,10 +137,33 @@ def _intake_figures(intake: dict[str, Any] | None, settings: dict[str, Any]) -> 
                 _get(batch, "cpu_ms_per_notification"),
                 target="≥ 10,000/s",
                 met=None if value is None else value >= 10_000,
-                note=None if batch else "n/a: " + intake["notes"].get("batch", "not measured"),
+                note=_machine_note(batch)
+                if batch
+                else "n/a: " + intake["notes"].get("batch", "not measured"),
             )
         )
     return out
+
+
+def _machine_note(run: dict[str, Any]) -> str | None:
+    """How busy the whole machine was and where its CPU went, per notification (runs measured
+    before the bench read the machine's CPU have no note)."""
+    busy, full = _get(run, "machine_busy"), _get(run, "at_full_use_per_second")
+    if busy is None or full is None:
+        return None
+    parts = ", ".join(
+        f"{name} {_get(run, f'{key}cpu_ms_per_notification')}"
+        for name, key in (
+            ("gateway", ""),
+            ("RabbitMQ", "rabbitmq_"),
+            ("Redis", "redis_"),
+            ("PostgreSQL", "postgresql_"),
+        )
+    )
+    return (
+        f"machine {busy:.0%} busy, {_get(run, 'machine_cpu_ms_per_notification')} ms CPU per "
+        f"notification ({parts}); at full use: {full:,.0f}/s"
+    )
 
 
 def _ceiling_figures(ceilings: dict[str, Any] | None, settings: dict[str, Any]) -> list[Figure]:

@@ -18,7 +18,7 @@ from benchmarks.ceilings import _for_a_while
 from benchmarks.config import BenchConfig, BenchFailure
 from benchmarks.e2e import Arrivals
 from benchmarks.intake import batch_in_openapi, workers_setting
-from benchmarks.procstat import ProcStat, by_pids, cpu_delta, read_stat
+from benchmarks.procstat import MachineCpu, ProcStat, by_pids, cpu_delta, machine_cpu, read_stat
 from benchmarks.stats import distribution_ms, median_of, percentile
 from benchmarks.wrk import RecordReader
 
@@ -131,6 +131,40 @@ def test_cpu_of_this_process_from_proc():
     assert cpu_delta(before, procstat.cpu())["me"] >= 0
     assert procstat.rss()["me"] > 0
     assert cpu_delta({"x": 5.0}, {"x": 1.0}) == {"x": 0.0}  # a restarted process
+
+
+def test_the_machines_cpu_from_proc_stat():
+    before = machine_cpu()
+    sum(i * i for i in range(300_000))
+    used = machine_cpu().since(before)
+    assert used.busy > 0
+    assert used.idle >= 0
+    assert 0 < used.busy_share <= 1
+    assert MachineCpu(busy=1.5, idle=0.5).busy_share == 0.75
+    assert MachineCpu(busy=0, idle=0).busy_share == 0
+
+
+def test_a_batch_figure_says_how_busy_the_machine_was_and_where_its_cpu_went():
+    result = _result()
+    result["intake"]["batch"]["w1"] = {
+        "per_second": 8000.0,
+        "latency_ms_p99": 600.0,
+        "cpu_ms_per_notification": 0.07,
+        "rabbitmq_cpu_ms_per_notification": 0.07,
+        "redis_cpu_ms_per_notification": 0.03,
+        "postgresql_cpu_ms_per_notification": 0.03,
+        "machine_cpu_ms_per_notification": 0.22,
+        "machine_busy": 0.88,
+        "at_full_use_per_second": 9091,
+    }
+    batch = {f.key: f for f in report.figures(result)}["intake.batch.w1"]
+    assert (batch.value, batch.met) == (8000.0, False)
+    assert batch.note == (
+        "machine 88% busy, 0.22 ms CPU per notification (gateway 0.07, RabbitMQ 0.07, "
+        "Redis 0.03, PostgreSQL 0.03); at full use: 9,091/s"
+    )
+    del result["intake"]["batch"]["w1"]["machine_busy"]  # a run from before the machine was read
+    assert {f.key: f for f in report.figures(result)}["intake.batch.w1"].note is None
 
 
 def _run(rate: float, p99: float, *, lost: int = 0) -> dict[str, Any]:
