@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from libs.http.serve import FrozenAfterStartup
+from libs.http.serve import GC_THRESHOLDS, FrozenAfterStartup
 
 pytestmark = pytest.mark.unit
 
@@ -16,8 +16,10 @@ pytestmark = pytest.mark.unit
 @pytest.fixture
 def unfrozen() -> Iterator[None]:
     gc.unfreeze()
+    thresholds = gc.get_threshold()
     yield
     gc.unfreeze()  # the rest of the test process keeps collecting everything
+    gc.set_threshold(*thresholds)
 
 
 async def test_the_heap_is_frozen_when_the_lifespan_reports_started(unfrozen: None) -> None:
@@ -43,6 +45,7 @@ async def test_the_heap_is_frozen_when_the_lifespan_reports_started(unfrozen: No
     await FrozenAfterStartup(app)({"type": "lifespan"}, receive, send)
 
     assert seen == [("startup", 0)]
+    assert gc.get_threshold() == GC_THRESHOLDS  # young collections every 20,000 allocations
     assert [kind for kind, _ in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     assert all(frozen > 0 for _, frozen in sent)  # frozen before the server hears "started"
 
