@@ -27,7 +27,7 @@ OPTIONS: dict[str, tuple[str, str, str]] = {
     "BENCH_WORKERS": ("1,2", "1,2", "worker counts of the gateway and the minimal endpoint"),
     "BENCH_CONNECTIONS": ("10,50", "10,50", "connections (requests in flight) for intake"),
     "BENCH_BATCH_SIZE": ("1000", "1000", "notifications per batch request"),
-    "BENCH_BATCH_CONNECTIONS": ("4", "4", "batch requests in flight"),
+    "BENCH_BATCH_CONNECTIONS": ("4,8", "4,8", "batch requests in flight (bulk intake)"),
     "BENCH_E2E_COUNT": ("10000", "500", "notifications end to end, email and push"),
     "BENCH_E2E_SMALL": ("2000", "200", "a smaller email run, once a round (0: none)"),
     "BENCH_E2E_CONNECTIONS": ("50", "50", "requests in flight end to end"),
@@ -56,7 +56,7 @@ class BenchConfig:
     workers: tuple[int, ...]
     connections: tuple[int, ...]
     batch_size: int
-    batch_connections: int
+    batch_connections: tuple[int, ...]
     e2e_count: int
     e2e_small: int
     e2e_connections: int
@@ -91,7 +91,7 @@ class BenchConfig:
             workers=_ints(value["BENCH_WORKERS"]),
             connections=_ints(value["BENCH_CONNECTIONS"]),
             batch_size=int(value["BENCH_BATCH_SIZE"]),
-            batch_connections=int(value["BENCH_BATCH_CONNECTIONS"]),
+            batch_connections=_ints(value["BENCH_BATCH_CONNECTIONS"]),
             e2e_count=int(value["BENCH_E2E_COUNT"]),
             e2e_small=int(value["BENCH_E2E_SMALL"]),
             e2e_connections=int(value["BENCH_E2E_CONNECTIONS"]),

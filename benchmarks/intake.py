@@ -133,18 +133,20 @@ async def measure_intake(bench: Bench) -> dict[str, Any]:
                         key = f"w{workers}.c{connections}"
                         raw[target].setdefault(key, []).append(summary)
                         say(_line(f"{target} {key} round {n + 1}", summary))
-                if batch is not None and gateway_runs:
-                    path, prop = batch
+                for connections in config.batch_connections:
+                    if batch is None or not gateway_runs:
+                        break
                     load = await bench.load(
                         "email",
-                        config.batch_connections,
-                        path=path,
+                        connections,
+                        path=batch[0],
                         batch=config.batch_size,
-                        batch_field=prop,
+                        batch_field=batch[1],
                     )
                     summary = await _measure(bench, "gateway", bench.gateway, load)
-                    raw["batch"].setdefault(f"w{workers}", []).append(summary)
-                    say(_line(f"batch w{workers} round {n + 1}", summary))
+                    key = f"w{workers}.c{connections}"
+                    raw["batch"].setdefault(key, []).append(summary)
+                    say(_line(f"batch {key} round {n + 1}", summary))
             bench.minimal.stop()
             bench.minimal = None
     finally:

@@ -65,6 +65,11 @@ async def test_the_benchmark_counts_every_notification_once(vhost_pool, tmp_path
         else:
             assert figure["value"] > 0, figure
             assert figure["ceiling_key"] is None or figure["ceiling"] > 0, figure
+    batches = [f for f in result["figures"] if f["key"].startswith("intake.batch.")]
+    assert [f["key"] for f in batches] == ["intake.batch.w2.c4", "intake.batch.w2.c8"]
+    for figure in batches:  # how busy the machine was, and the rate were it fully busy
+        assert figure["note"].startswith("machine "), figure
+        assert "at full use: " in figure["note"], figure
     for kind in ("email", "push"):
         campaign = result["campaign"][kind]
         assert campaign["requested"] == 300 + campaign["urgent"]["count"]

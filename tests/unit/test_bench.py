@@ -146,7 +146,7 @@ def test_the_machines_cpu_from_proc_stat():
 
 def test_a_batch_figure_says_how_busy_the_machine_was_and_where_its_cpu_went():
     result = _result()
-    result["intake"]["batch"]["w1"] = {
+    result["intake"]["batch"]["w1.c4"] = {
         "per_second": 8000.0,
         "latency_ms_p99": 600.0,
         "cpu_ms_per_notification": 0.07,
@@ -157,14 +157,14 @@ def test_a_batch_figure_says_how_busy_the_machine_was_and_where_its_cpu_went():
         "machine_busy": 0.88,
         "at_full_use_per_second": 9091,
     }
-    batch = {f.key: f for f in report.figures(result)}["intake.batch.w1"]
+    batch = {f.key: f for f in report.figures(result)}["intake.batch.w1.c4"]
     assert (batch.value, batch.met) == (8000.0, False)
     assert batch.note == (
         "machine 88% busy, 0.22 ms CPU per notification (gateway 0.07, RabbitMQ 0.07, "
         "Redis 0.03, PostgreSQL 0.03); at full use: 9,091/s"
     )
-    del result["intake"]["batch"]["w1"]["machine_busy"]  # a run from before the machine was read
-    assert {f.key: f for f in report.figures(result)}["intake.batch.w1"].note is None
+    del result["intake"]["batch"]["w1.c4"]["machine_busy"]  # a run from before the machine was read
+    assert {f.key: f for f in report.figures(result)}["intake.batch.w1.c4"].note is None
 
 
 def _run(rate: float, p99: float, *, lost: int = 0) -> dict[str, Any]:
@@ -224,7 +224,7 @@ def test_figures_are_ratios_to_ceilings_of_the_same_run():
     email = figures["e2e.email"]
     assert (email.ceiling, email.ratio, email.met) == (1750.0, 0.229, True)
     assert figures["e2e.push"].ratio == 0.85
-    batch = figures["intake.batch.w1"]
+    batch = figures["intake.batch.w1.c4"]
     assert batch.value is None
     assert "no POST /api/v1/notifications/batch" in (batch.note or "")
     assert figures["ceiling.fcm.httpx"].ratio == 0.25  # the push ratio is to the faster client
