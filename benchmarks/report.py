@@ -475,7 +475,13 @@ def figures_table(result: dict[str, Any]) -> str:
             ]
         )
     headers = ["figure", "value", "p99 latency", "CPU ms each", "ceiling", "ratio", "target", "met"]
-    return _table(headers, rows, text=(0, 6, 7))
+    notes = [
+        f"- {f['label']}: {f['note']}"
+        for f in result["figures"]
+        if f["value"] is not None and f["note"]
+    ]
+    table = _table(headers, rows, text=(0, 6, 7))
+    return "\n\n".join([table, "\n".join(notes)]) if notes else table
 
 
 def _label(name: str) -> str:

@@ -163,6 +163,8 @@ def test_a_batch_figure_says_how_busy_the_machine_was_and_where_its_cpu_went():
         "machine 88% busy, 0.22 ms CPU per notification (gateway 0.07, RabbitMQ 0.07, "
         "Redis 0.03, PostgreSQL 0.03); at full use: 9,091/s"
     )
+    page = report.figures_table(report.complete(result))  # under the table, by the figure's label
+    assert f"- {batch.label}: machine 88% busy" in page
     del result["intake"]["batch"]["w1.c4"]["machine_busy"]  # a run from before the machine was read
     assert {f.key: f for f in report.figures(result)}["intake.batch.w1.c4"].note is None
 
