@@ -18,8 +18,8 @@ paused the gateway for 30-200 ms several times a minute; frozen objects are skip
 collects its young generation every :data:`GC_THRESHOLDS` allocations rather than every 700: almost
 all of a request's objects are freed by reference counting, and a batch of 1,000 notifications
 makes tens of thousands of them, so the default threshold ran a young collection every few
-notifications (``make bench``: 8-10 % of the gateway's CPU per notification, single requests and
-batches alike).
+notifications (8-10 % of the gateway's CPU per notification, single requests and batches alike:
+``docs/decisions.md``).
 """
 
 from __future__ import annotations
