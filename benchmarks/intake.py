@@ -24,6 +24,7 @@ from benchmarks.wrk import Load, run_for
 from gateway.config import GatewaySettings
 
 WORK_QUEUES = ("email.queue", "push.queue")
+SERVERS = ("redis", "rabbitmq", "postgresql")  # (their CPU per notification, beside the target's)
 BATCH_PATHS = ("/api/v1/notifications/batch", "/api/v1/notifications/batch/")
 MEDIANS = (
     "per_second",
@@ -102,6 +103,8 @@ async def measure_intake(bench: Bench) -> dict[str, Any]:
     await bench.stop_consumers()
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {"minimal": {}, "gateway": {}, "batch": {}}
     processes: dict[str, int] = {}
+    # (in flight, path, array property) of each bulk-intake load
+    batch_runs = [(c, *batch) for c in config.batch_connections] if batch else []
     try:
         for workers in config.workers:
             gateway_runs = workers == 1 or bool(setting)
@@ -133,15 +136,9 @@ async def measure_intake(bench: Bench) -> dict[str, Any]:
                         key = f"w{workers}.c{connections}"
                         raw[target].setdefault(key, []).append(summary)
                         say(_line(f"{target} {key} round {n + 1}", summary))
-                for connections in config.batch_connections:
-                    if batch is None or not gateway_runs:
-                        break
+                for connections, path, prop in batch_runs if gateway_runs else ():
                     load = await bench.load(
-                        "email",
-                        connections,
-                        path=batch[0],
-                        batch=config.batch_size,
-                        batch_field=batch[1],
+                        "email", connections, path=path, batch=config.batch_size, batch_field=prop
                     )
                     summary = await _measure(bench, "gateway", bench.gateway, load)
                     key = f"w{workers}.c{connections}"
@@ -180,14 +177,17 @@ async def _measure(bench: Bench, target: str, url: str, load: Load) -> dict[str,
     await bench.purge_until_quiet(*WORK_QUEUES, MINIMAL_QUEUE)
     accepted = max(result.items, 1)
     process = "minimal endpoint" if target == "minimal" else "gateway"
+
+    def each(seconds: float) -> float:
+        return round(seconds * 1000 / accepted, 3)
+
     return result.summary() | {
-        "cpu_ms_per_notification": round(used[process] * 1000 / accepted, 3),
-        "redis_cpu_ms_per_notification": round(used["redis"] * 1000 / accepted, 3),
-        "rabbitmq_cpu_ms_per_notification": round(used["rabbitmq"] * 1000 / accepted, 3),
-        "postgresql_cpu_ms_per_notification": round(used["postgresql"] * 1000 / accepted, 3),
-        "machine_cpu_ms_per_notification": round(machine.busy * 1000 / accepted, 3),
+        "cpu_ms_per_notification": each(used[process]),
+        **{f"{server}_cpu_ms_per_notification": each(used[server]) for server in SERVERS},
+        "machine_cpu_ms_per_notification": each(machine.busy),
         "machine_busy": round(machine.busy_share, 3),
-        # the rate were the machine fully busy at the same CPU per notification
+        # the rate were the machine fully busy at the same CPU per notification (per round: the
+        # median rate over the median busy share would mix two rounds)
         "at_full_use_per_second": (
             round(result.per_second / machine.busy_share) if machine.busy_share else None
         ),
