@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -75,13 +76,22 @@ async def recorded_as_redis_had_it(store, recorder, engine, notification_id: str
     return durable
 
 
-async def _drained(redis, keys, seconds: float = 5.0) -> None:
-    """Wait (at most ``seconds``) until the recorders have emptied the stream; the test's own
-    assertions then say whether they did."""
+async def _until(done: Callable[[], Awaitable[bool]], seconds: float = 5.0) -> None:
+    """Wait (at most ``seconds``) until ``done()``; the test's own assertions then say whether
+    it came."""
     for _ in range(int(seconds / 0.05)):
-        if await redis.xlen(keys.history_stream()) == 0:
+        if await done():
             return
         await asyncio.sleep(0.05)
+
+
+async def _drained(redis, keys) -> None:
+    """Until the recorders have emptied the stream."""
+
+    async def empty() -> bool:
+        return bool(await redis.xlen(keys.history_stream()) == 0)
+
+    await _until(empty)
 
 
 async def _stream(redis, keys) -> list[Entry]:
@@ -311,10 +321,11 @@ async def test_under_a_trickle_the_recorder_lingers_and_writes_larger_batches(
         # wait for the recorder's own count, not for the stream to empty: the stream is empty as
         # soon as Redis runs the XDEL, a moment before record_once returns (stopping the recorder
         # in that moment cancels it with its last batch written but not yet counted)
-        for _ in range(200):
-            if sum(sizes) >= 40:
-                break
-            await asyncio.sleep(0.05)
+
+        async def all_counted() -> bool:
+            return sum(sizes) >= 40
+
+        await _until(all_counted, seconds=10)
     finally:
         await recorder.stop()
     written = [n for n in sizes if n]
